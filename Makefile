@@ -1,0 +1,43 @@
+# rum's build, tests, demo and benchmarks. `make test` is what CI runs (.ci/run).
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+IMAGE_CACHE ?= /var/cache/rum-test
+UNIT_TESTS = $(shell find dist/test/unit -name '*.test.js' 2>/dev/null | sort)
+E2E_TESTS = $(shell find dist/test/e2e -name '*.test.js' 2>/dev/null | sort)
+
+.PHONY: deps build unit image env-start env-stop e2e test demo bench clean
+
+deps:
+	@scripts/install-deps.sh
+
+build:
+	@npx tsc -p tsconfig.json
+
+unit: build
+	node --test --test-reporter=spec $(UNIT_TESTS)
+
+# The guest image for end-to-end tests, built from Debian packages, cached by its script's hash.
+image:
+	@fixtures/guest-image/build.sh $(IMAGE_CACHE)
+
+env-start:
+	@test/e2e/env.sh start
+
+env-stop:
+	@test/e2e/env.sh stop
+
+# The whole suite in one runner, so it ends with one summary line. One test file at a time:
+# e2e files boot VMs on a 2-core machine. The environment is stopped even when tests fail.
+test: deps build image
+	@test/e2e/env.sh start
+	@status=0; node --test --test-concurrency=1 --test-reporter=spec $(UNIT_TESTS) $(E2E_TESTS) || status=$$?; \
+	  test/e2e/env.sh stop; exit $$status
+
+demo: deps build image
+	@examples/demo/run.sh
+
+bench: deps build
+	@node dist/bench/run.js
+
+clean:
+	rm -rf dist

@@ -1,0 +1,191 @@
+// Owns: what a valid rum.yaml is. The one source of truth: types, defaults, validation and the
+// JSON Schema (`rum schema`) all come from here. Cross-field and filesystem checks: rules.ts.
+import { z } from 'zod';
+
+// DNS label: it becomes a directory name, a libvirt domain name and the guest's hostname.
+const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+// POSIX portable user name, as useradd accepts by default.
+const POSIX_USER = /^[a-z_][a-z0-9_-]{0,31}$/;
+// Debian/Ubuntu package name, optionally pinned (`name=version`).
+const PACKAGE = /^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$/;
+// A guest path that can go into fstab and a shell word without escaping surprises.
+const GUEST_PATH = /^\/([A-Za-z0-9._@+-]+\/?)*$/;
+const SIZE = /^(\d+(?:\.\d+)?)\s*([KMGT])(?:i?B)?$/i;
+const OPENSSH_KEY_TYPES = new Set([
+  'ssh-ed25519',
+  'ssh-rsa',
+  'ecdsa-sha2-nistp256',
+  'ecdsa-sha2-nistp384',
+  'ecdsa-sha2-nistp521',
+  'sk-ssh-ed25519@openssh.com',
+  'sk-ecdsa-sha2-nistp256@openssh.com',
+]);
+const UNITS: Record<string, number> = { K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
+
+/** `2G` -> bytes (binary units, as libvirt and qemu-img use them). */
+export function parseSize(text: string): number | undefined {
+  const m = SIZE.exec(text.trim());
+  if (!m) return undefined;
+  const bytes = Math.round(Number(m[1]) * UNITS[m[2]!.toUpperCase()]!);
+  return Number.isSafeInteger(bytes) && bytes > 0 ? bytes : undefined;
+}
+
+const size = (what: string, min: number) =>
+  z
+    .string({ error: `${what} must be a size such as 2G or 512M` })
+    .transform((text, ctx) => {
+      const bytes = parseSize(text);
+      if (bytes === undefined) {
+        ctx.addIssue({ code: 'custom', message: `"${text}" is not a size: use a number and K, M, G or T, e.g. 2G` });
+        return z.NEVER;
+      }
+      if (bytes < min) {
+        ctx.addIssue({ code: 'custom', message: `${what} ${text} is too small (at least ${min / 2 ** 20} MiB)` });
+        return z.NEVER;
+      }
+      return bytes;
+    });
+
+/** An OpenSSH public key line: `type base64 [comment]`, the blob naming the same type. */
+export function isOpenSshPublicKey(line: string): boolean {
+  if (/[\r\n\0]/.test(line)) return false;
+  const [type, b64] = line.trim().split(/\s+/);
+  if (!type || !b64 || !OPENSSH_KEY_TYPES.has(type) || !/^[A-Za-z0-9+/]+={0,2}$/.test(b64)) return false;
+  const blob = Buffer.from(b64, 'base64');
+  if (blob.length < 4) return false;
+  const len = blob.readUInt32BE(0);
+  return len === type.length && blob.subarray(4, 4 + len).toString('latin1') === type;
+}
+
+const dnsLabel = (what: string) =>
+  z.string().regex(DNS_LABEL, {
+    message: `${what} must be a DNS label: lowercase letters, digits and '-', 1-63 characters, not starting or ending with '-'`,
+  });
+
+export const ImageSchema = z.strictObject({
+  base: z
+    .string()
+    .min(1)
+    .refine((s) => !/[\0\r\n]/.test(s), 'image.base must be one line')
+    .describe('A shorthand (debian-12, debian-13, ubuntu-22.04, ubuntu-24.04), an http(s) URL, or a path relative to rum.yaml'),
+  checksum: z
+    .string()
+    .regex(/^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$/, {
+      message: 'image.checksum must be sha256:<64 hex digits> or sha512:<128 hex digits>',
+    })
+    .optional()
+    .describe('Verified before the image is trusted; without it, shorthands use the distribution SUMS file'),
+  mirror: z
+    .url({ protocol: /^https?$/, message: 'image.mirror must be an http(s) URL' })
+    .optional()
+    .describe('Base URL that replaces the distribution host for shorthands (also: RUM_IMAGE_MIRROR)'),
+});
+
+export const ResourcesSchema = z.strictObject({
+  cpus: z.number().int().min(1).max(512).default(2),
+  memory: size('resources.memory', 128 * 2 ** 20).prefault('2G').describe('Guest RAM, e.g. 2G'),
+  disk: size('resources.disk', 1 * 2 ** 30).prefault('20G').describe('Overlay virtual size; never below the base image'),
+});
+
+export const NetworkSchema = z.strictObject({
+  mode: z
+    .enum(['nat', 'user'])
+    .optional()
+    .describe('nat: a libvirt network (system default); user: QEMU user-mode networking (session default)'),
+  name: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]{1,64}$/, { message: 'network.name must be a libvirt network name (letters, digits, _ . -)' })
+    .default('default'),
+  hostname: dnsLabel('network.hostname').optional().describe('Default: the VM name'),
+});
+
+export const SshSchema = z.strictObject({
+  user: z
+    .string()
+    .regex(POSIX_USER, { message: 'ssh.user must be a POSIX user name: lowercase letter or _, then [a-z0-9_-], at most 32' })
+    .refine((u) => u !== 'root', 'ssh.user may not be root: rum creates the user with passwordless sudo')
+    .default('rum'),
+  authorized_keys: z
+    .array(z.string().refine(isOpenSshPublicKey, 'not an OpenSSH public key (expected "ssh-ed25519 AAAA... comment")'))
+    .default([]),
+});
+
+export const MountSchema = z.strictObject({
+  source: z
+    .string()
+    .min(1)
+    .refine((s) => !/[\0\r\n]/.test(s), 'mount source must be one line')
+    .describe('Host directory, relative to rum.yaml allowed'),
+  target: z
+    .string()
+    .regex(GUEST_PATH, { message: 'mount target must be an absolute guest path of letters, digits and . _ @ + -' })
+    .refine((t) => !t.split('/').some((p) => p === '..' || p === '.'), 'mount target may not contain . or ..')
+    .refine((t) => t !== '/', 'mount target may not be /'),
+  readonly: z.boolean().default(false),
+  type: z.enum(['auto', 'virtiofs', '9p']).default('auto'),
+  inotify: z.boolean().default(false).describe('Replay host edits in the guest so watchers fire (rum watch)'),
+  ignore: z.array(z.string()).default([]).describe('.gitignore-style patterns the inotify bridge skips'),
+});
+
+export const PortSchema = z.strictObject({
+  host: z.number().int().min(1).max(65535),
+  guest: z.number().int().min(1).max(65535),
+  bind: z.ipv4({ message: 'ports[].bind must be an IPv4 address' }).default('127.0.0.1'),
+  proto: z.enum(['tcp', 'udp']).default('tcp'),
+});
+
+export const ProvisionSchema = z.strictObject({
+  packages: z
+    .array(z.string().regex(PACKAGE, { message: 'not a package name (lowercase letters, digits, + . -; optional =version)' }))
+    .default([]),
+  system: z.string().optional().describe('Shell script run once, at first boot'),
+  boot: z.string().optional().describe('Shell script run at every boot'),
+});
+
+export const LibvirtSchema = z.strictObject({
+  uri: z
+    .string()
+    .regex(/^qemu(\+[a-z]+)?:\/\/[A-Za-z0-9.@:_-]*\/(system|session)(\?[A-Za-z0-9=&._/-]*)?$/, {
+      message: 'libvirt.uri must be a QEMU URI such as qemu:///system or qemu:///session',
+    })
+    .default('qemu:///system'),
+  domain_type: z.enum(['auto', 'kvm', 'qemu']).default('auto').describe('auto: kvm when really usable, else qemu (TCG)'),
+  machine: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, { message: 'libvirt.machine must be a QEMU machine type such as q35' })
+    .default('q35'),
+});
+
+export const RumYamlSchema = z
+  .strictObject({
+    name: dnsLabel('name').optional().describe("Default: rum.yaml's directory name, normalised"),
+    image: ImageSchema,
+    resources: ResourcesSchema.prefault({}),
+    network: NetworkSchema.prefault({}),
+    ssh: SshSchema.prefault({}),
+    mounts: z.array(MountSchema).default([]),
+    ports: z.array(PortSchema).default([]),
+    provision: ProvisionSchema.prefault({}),
+    libvirt: LibvirtSchema.prefault({}),
+  })
+  .describe('rum.yaml: a project-local libvirt VM');
+
+export type RumYaml = z.output<typeof RumYamlSchema>;
+export type RumYamlInput = z.input<typeof RumYamlSchema>;
+export type Mount = z.output<typeof MountSchema>;
+export type Port = z.output<typeof PortSchema>;
+
+/** The config after loading: defaults applied, name and paths resolved. What rules read. */
+export interface Config extends RumYaml {
+  name: string;
+  network: RumYaml['network'] & { mode: 'nat' | 'user'; hostname: string };
+  mounts: (Mount & { hostPath: string })[];
+  /** Absolute path of the rum.yaml this came from. */
+  file: string;
+  /** Its directory: relative paths in the config are relative to it. */
+  dir: string;
+}
+
+export function jsonSchema(): object {
+  return z.toJSONSchema(RumYamlSchema, { io: 'input', target: 'draft-2020-12' });
+}

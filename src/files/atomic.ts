@@ -1,0 +1,59 @@
+// Owns: writing a file so that a reader (or a crash) sees the old file or the new one, never half.
+import { open, rename, rm } from 'node:fs/promises';
+import { dirname } from 'node:path';
+
+let seq = 0;
+
+/** A temp path beside `path`, unique per process and call, so parallel writers never collide. */
+export function tempPath(path: string): string {
+  return `${path}.tmp-${process.pid}-${++seq}`;
+}
+
+export async function fsyncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+export async function writeAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
+  const tmp = tempPath(path);
+  try {
+    const fh = await open(tmp, 'wx', mode);
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+  await fsyncDir(dirname(path)); // the rename itself must survive a crash
+}
+
+/**
+ * Produce a file through `make(tmp)` (e.g. an external tool writing to a path), then rename it
+ * into place. The temp file is removed if `make` fails or is interrupted.
+ */
+export async function produceAtomic(path: string, make: (tmp: string) => Promise<void>): Promise<void> {
+  const tmp = tempPath(path);
+  try {
+    await make(tmp);
+    const fh = await open(tmp, 'r+');
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+  await fsyncDir(dirname(path));
+}
