@@ -1,0 +1,344 @@
+// Owns: talking to libvirt through `virsh`, turning its output into types and its failures into
+// RumErrors with a hint. Knows virsh, not rules, keys or rum.yaml. "Absent" (no such domain or
+// network) is a value, not a failure.
+import { execa, ExecaError } from 'execa';
+import { RumError } from '../errors.js';
+
+export type DomainState = 'running' | 'idle' | 'paused' | 'in shutdown' | 'shut off' | 'crashed' | 'pmsuspended' | 'unknown';
+const DOMAIN_STATES: readonly string[] = ['running', 'idle', 'paused', 'in shutdown', 'shut off', 'crashed', 'pmsuspended'];
+
+export interface NetInfo {
+  name: string;
+  uuid?: string;
+  active: boolean;
+  persistent: boolean;
+  autostart: boolean;
+  bridge?: string;
+}
+
+export interface DhcpLease {
+  expiry: string; // as libvirt prints it: 'YYYY-MM-DD HH:MM:SS', local time of the host
+  mac: string;
+  protocol: 'ipv4' | 'ipv6';
+  address: string; // without the prefix length
+  prefix?: number;
+  hostname?: string;
+}
+
+export interface LibvirtVersion {
+  library: string; // the libvirt library virsh uses
+  hypervisor?: { name: string; version: string }; // e.g. QEMU 7.2.0
+  daemon?: string; // the libvirtd/virtqemud on the other end (absent for in-process drivers)
+}
+
+export type AddressSource = 'lease' | 'agent' | 'arp';
+
+/** What went wrong, as far as virsh's (LC_ALL=C) messages tell. */
+export type VirshFailureKind =
+  | 'no-domain'
+  | 'no-network'
+  | 'not-running'
+  | 'already-active'
+  | 'network-inactive'
+  | 'no-daemon'
+  | 'permission'
+  | 'file-access'
+  | 'no-kvm'
+  | 'other';
+
+/** A failed virsh command. `kind` lets callers react without matching messages themselves. */
+export class VirshError extends RumError {
+  constructor(
+    readonly kind: VirshFailureKind,
+    readonly command: string,
+    readonly stderr: string,
+    message: string,
+    hint: string | undefined,
+    opts?: ErrorOptions,
+  ) {
+    super('LIBVIRT', message, hint, opts);
+  }
+}
+
+interface Known {
+  kind: VirshFailureKind;
+  pattern: RegExp;
+  hint?: (m: RegExpExecArray, uri: string) => string;
+}
+
+// The one table from virsh's messages to a kind and a hint. First match wins, so specific first.
+const KNOWN: readonly Known[] = [
+  {
+    kind: 'no-daemon',
+    pattern: /Failed to connect socket to '([^']+)': (?:No such file or directory|Connection refused)/,
+    hint: (m) =>
+      `no libvirt daemon is listening on ${m[1]}: start it with "systemctl start libvirtd" ` +
+      `(without systemd: "virtlogd -d && libvirtd -d")`,
+  },
+  {
+    kind: 'no-daemon',
+    pattern: /Cannot find '(libvirtd|virtqemud)'/,
+    hint: () => 'the libvirt daemon is not installed: apt install libvirt-daemon-system',
+  },
+  {
+    kind: 'permission',
+    pattern: /Failed to connect socket to '[^']+': Permission denied|authentication unavailable|authentication failed|not authorized|polkit/i,
+    hint: (_m, uri) =>
+      uri.includes('/system')
+        ? `${uri} needs membership of the libvirt group ("sudo usermod -aG libvirt $USER", then log in again), or use qemu:///session`
+        : 'check that this user may use the libvirt socket',
+  },
+  {
+    kind: 'file-access',
+    pattern: /(?:Cannot access storage file|Could not open|Failed to open file|cannot open file) '([^']+)'[^\n]*?(?:Permission denied|No such file or directory)/i,
+    hint: (m, uri) =>
+      uri.includes('/system')
+        ? `QEMU runs as its own user (libvirt-qemu on Debian) under ${uri}: ${m[1]} and every directory above it must be readable (searchable) by it`
+        : `check that ${m[1]} exists and is readable`,
+  },
+  {
+    kind: 'network-inactive',
+    pattern: /network '([^']*)' is not active/i,
+    hint: (m, uri) => `start it: virsh --connect ${uri} net-start ${m[1]} (and net-autostart ${m[1]} to keep it started)`,
+  },
+  {
+    kind: 'no-network',
+    pattern: /failed to get network|Network not found|no network with matching/i,
+    hint: (_m, uri) => `list the networks with: virsh --connect ${uri} net-list --all`,
+  },
+  {
+    kind: 'no-domain',
+    pattern: /failed to get domain|Domain not found|no domain with matching/i,
+    hint: (_m, uri) => `list the domains with: virsh --connect ${uri} list --all`,
+  },
+  { kind: 'not-running', pattern: /domain is not running/i },
+  { kind: 'already-active', pattern: /(?:domain|network) is already (?:active|running)|Domain is already active|Network '[^']*' is already running/i },
+  {
+    kind: 'no-kvm',
+    pattern: /KVM is not available|Could not access KVM kernel module|domaintype=kvm|does not support virt type 'kvm'|KVM internal error/i,
+    hint: () => 'KVM is not usable on this host: use domain type qemu (TCG)',
+  },
+];
+
+/** What virsh's stderr means, and what to tell the user (for a connection to `uri`). */
+export function classifyVirshFailure(stderr: string, uri: string): { kind: VirshFailureKind; hint?: string } {
+  for (const k of KNOWN) {
+    const m = k.pattern.exec(stderr);
+    if (m) return { kind: k.kind, hint: k.hint?.(m, uri) };
+  }
+  return { kind: 'other' };
+}
+
+/** The last line that says something: virsh prints the general failure first, the cause last. */
+export function lastMeaningfulLine(stderr: string): string | undefined {
+  const lines = stderr
+    .split('\n')
+    .map((l) => l.trim().replace(/^error:\s*/, ''))
+    .filter((l) => l.length > 0);
+  return lines.at(-1);
+}
+
+export interface VirshOptions {
+  /** Added to the environment of every virsh run (tests use it to hide virsh from PATH). */
+  env?: NodeJS.ProcessEnv;
+}
+
+export class Virsh {
+  constructor(
+    readonly uri: string,
+    private readonly opts: VirshOptions = {},
+  ) {}
+
+  /** The domain's state, or undefined when there is no such domain. */
+  async domainState(name: string): Promise<DomainState | undefined> {
+    const r = await this.attempt(['domstate', '--domain', name], ['no-domain']);
+    if ('failed' in r) return undefined;
+    const state = r.stdout.trim();
+    return DOMAIN_STATES.includes(state) ? (state as DomainState) : 'unknown';
+  }
+
+  /** The domain's XML (`inactive`: the persistent definition, not the live one), or undefined. */
+  async dumpxml(name: string, opts: { inactive?: boolean } = {}): Promise<string | undefined> {
+    const r = await this.attempt(['dumpxml', '--domain', name, ...(opts.inactive ? ['--inactive'] : [])], ['no-domain']);
+    return 'failed' in r ? undefined : r.stdout;
+  }
+
+  /** Define (or redefine) a persistent domain from an XML file. */
+  async define(xmlPath: string): Promise<void> {
+    await this.run(['define', '--file', xmlPath]);
+  }
+
+  async start(name: string): Promise<'started' | 'already-running'> {
+    const r = await this.attempt(['start', '--domain', name], ['already-active']);
+    return 'failed' in r ? 'already-running' : 'started';
+  }
+
+  /** Ask the guest to power off (ACPI); returns at once. Poll domainState for "shut off". */
+  async shutdown(name: string): Promise<'requested' | 'not-running'> {
+    const r = await this.attempt(['shutdown', '--domain', name], ['not-running']);
+    return 'failed' in r ? 'not-running' : 'requested';
+  }
+
+  /** Pull the plug. */
+  async destroy(name: string): Promise<'destroyed' | 'not-running' | 'absent'> {
+    const r = await this.attempt(['destroy', '--domain', name], ['not-running', 'no-domain']);
+    if (!('failed' in r)) return 'destroyed';
+    return r.failed === 'no-domain' ? 'absent' : 'not-running';
+  }
+
+  /** Remove the persistent definition (a running domain keeps running, as a transient one). */
+  async undefine(name: string, opts: { nvram?: boolean } = {}): Promise<'undefined' | 'absent'> {
+    const r = await this.attempt(['undefine', '--domain', name, ...(opts.nvram ? ['--nvram'] : [])], ['no-domain']);
+    return 'failed' in r ? 'absent' : 'undefined';
+  }
+
+  /**
+   * The domain's IPv4 addresses (loopback left out), or undefined when there is no such domain.
+   * Without `source`: the libvirt network's DHCP leases, then the guest agent (if there is one).
+   */
+  async domifaddr(name: string, opts: { source?: AddressSource } = {}): Promise<string[] | undefined> {
+    const sources: AddressSource[] = opts.source ? [opts.source] : ['lease', 'agent'];
+    for (const [i, source] of sources.entries()) {
+      const last = i === sources.length - 1;
+      let r: { stdout: string } | { failed: VirshFailureKind };
+      try {
+        r = await this.attempt(['domifaddr', '--domain', name, '--source', source], ['no-domain']);
+      } catch (err) {
+        // A fallback source that is not there (no agent channel, agent not up) is "no address".
+        if (!opts.source && err instanceof VirshError && err.kind === 'other') {
+          if (last) return [];
+          continue;
+        }
+        throw err;
+      }
+      if ('failed' in r) return undefined;
+      const addrs = parseDomifaddr(r.stdout)
+        .filter((a) => a.protocol === 'ipv4' && !a.address.startsWith('127.'))
+        .map((a) => a.address);
+      if (addrs.length > 0 || last) return addrs;
+    }
+    return [];
+  }
+
+  /** A libvirt network's state, or undefined when there is no such network. */
+  async netInfo(name: string): Promise<NetInfo | undefined> {
+    const r = await this.attempt(['net-info', '--network', name], ['no-network']);
+    return 'failed' in r ? undefined : parseNetInfo(r.stdout);
+  }
+
+  async netStart(name: string): Promise<'started' | 'already-active'> {
+    const r = await this.attempt(['net-start', '--network', name], ['already-active']);
+    return 'failed' in r ? 'already-active' : 'started';
+  }
+
+  /** The network's DHCP leases (only for `mac` when given), or undefined when there is no such network. */
+  async netDhcpLeases(name: string, mac?: string): Promise<DhcpLease[] | undefined> {
+    const r = await this.attempt(['net-dhcp-leases', '--network', name, ...(mac ? ['--mac', mac] : [])], ['no-network']);
+    return 'failed' in r ? undefined : parseDhcpLeases(r.stdout);
+  }
+
+  /** Names of all domains, running or not. */
+  async list(): Promise<string[]> {
+    return (await this.run(['list', '--all', '--name'])).split('\n').filter((l) => l.trim().length > 0);
+  }
+
+  /** Library, hypervisor and daemon versions. Needs a connection, so it doubles as a ping. */
+  async version(): Promise<LibvirtVersion> {
+    return parseVersion(await this.run(['version']));
+  }
+
+  private async run(args: string[]): Promise<string> {
+    const r = await this.attempt(args, []);
+    if ('failed' in r) throw new Error('unreachable');
+    return r.stdout;
+  }
+
+  /** Runs virsh; a failure of one of the `tolerate` kinds is returned, any other thrown. */
+  private async attempt(args: string[], tolerate: VirshFailureKind[]): Promise<{ stdout: string } | { failed: VirshFailureKind }> {
+    try {
+      // LC_ALL=C: the table above matches virsh's English messages.
+      const r = await execa('virsh', ['--connect', this.uri, ...args], {
+        env: { ...this.opts.env, LC_ALL: 'C' },
+        stdin: 'ignore',
+      });
+      return { stdout: r.stdout };
+    } catch (err) {
+      if (!(err instanceof ExecaError)) throw err;
+      if (err.code === 'ENOENT') {
+        throw new RumError('VIRSH_MISSING', 'virsh is not installed (not found on PATH)', 'apt install libvirt-clients', {
+          cause: err,
+        });
+      }
+      const stderr = String(err.stderr ?? '');
+      const { kind, hint } = classifyVirshFailure(stderr, this.uri);
+      if (tolerate.includes(kind)) return { failed: kind };
+      const why = lastMeaningfulLine(stderr) ?? err.shortMessage;
+      throw new VirshError(kind, args[0]!, stderr, `virsh ${args[0]}: ${why}`, hint, { cause: err });
+    }
+  }
+}
+
+/** Rows of a virsh table: the lines after the dashed rule, split on runs of spaces. */
+function tableRows(stdout: string): string[][] {
+  const lines = stdout.split('\n');
+  const rule = lines.findIndex((l) => /^-{5,}\s*$/.test(l.trim()));
+  return lines
+    .slice(rule + 1)
+    .map((l) => l.trim())
+    .filter((l) => l.length > 0)
+    .map((l) => l.split(/\s+/));
+}
+
+export function parseDomifaddr(stdout: string): { iface: string; mac: string; protocol: string; address: string; prefix?: number }[] {
+  return tableRows(stdout).flatMap((cols) => {
+    const [iface, mac, protocol, cidr] = cols;
+    if (!iface || !mac || !protocol || !cidr) return [];
+    const [address, prefix] = cidr.split('/');
+    return [{ iface, mac, protocol, address: address!, ...(prefix ? { prefix: Number(prefix) } : {}) }];
+  });
+}
+
+export function parseDhcpLeases(stdout: string): DhcpLease[] {
+  return tableRows(stdout).flatMap((cols) => {
+    const [date, time, mac, protocol, cidr, hostname] = cols;
+    if (!date || !time || !mac || (protocol !== 'ipv4' && protocol !== 'ipv6') || !cidr) return [];
+    const [address, prefix] = cidr.split('/');
+    return [
+      {
+        expiry: `${date} ${time}`,
+        mac: mac.toLowerCase(),
+        protocol,
+        address: address!,
+        ...(prefix ? { prefix: Number(prefix) } : {}),
+        ...(hostname && hostname !== '-' ? { hostname } : {}),
+      },
+    ];
+  });
+}
+
+export function parseNetInfo(stdout: string): NetInfo {
+  const field = (key: string) => new RegExp(`^${key}:\\s*(.*)$`, 'm').exec(stdout)?.[1]?.trim();
+  const yes = (key: string) => field(key) === 'yes';
+  const uuid = field('UUID');
+  const bridge = field('Bridge');
+  return {
+    name: field('Name') ?? '',
+    ...(uuid ? { uuid } : {}),
+    active: yes('Active'),
+    persistent: yes('Persistent'),
+    autostart: yes('Autostart'),
+    ...(bridge ? { bridge } : {}),
+  };
+}
+
+export function parseVersion(stdout: string): LibvirtVersion {
+  const library = /^Using library: \S+ (\S+)/m.exec(stdout)?.[1] ?? /^Compiled against library: \S+ (\S+)/m.exec(stdout)?.[1];
+  if (!library) throw new RumError('LIBVIRT', `virsh version: unexpected output: ${JSON.stringify(stdout.slice(0, 200))}`);
+  const hv = /^Running hypervisor: (\S+) (\S+)/m.exec(stdout);
+  const daemon = /^Running against daemon: (\S+)/m.exec(stdout)?.[1];
+  return {
+    library,
+    ...(hv ? { hypervisor: { name: hv[1]!, version: hv[2]! } } : {}),
+    ...(daemon ? { daemon } : {}),
+  };
+}
