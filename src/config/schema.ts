@@ -30,6 +30,12 @@ export function parseSize(text: string): number | undefined {
   return Number.isSafeInteger(bytes) && bytes > 0 ? bytes : undefined;
 }
 
+/** Bytes -> `1G`, `128M`: the largest unit that divides evenly. */
+const sizeText = (bytes: number) => {
+  const unit = ['T', 'G', 'M', 'K'].find((u) => bytes % UNITS[u]! === 0);
+  return unit ? `${bytes / UNITS[unit]!}${unit}` : `${bytes} bytes`;
+};
+
 const size = (what: string, min: number) =>
   z
     .string({ error: `${what} must be a size such as 2G or 512M` })
@@ -40,7 +46,7 @@ const size = (what: string, min: number) =>
         return z.NEVER;
       }
       if (bytes < min) {
-        ctx.addIssue({ code: 'custom', message: `${what} ${text} is too small (at least ${min / 2 ** 20} MiB)` });
+        ctx.addIssue({ code: 'custom', message: `${what} ${text} is too small: it must be at least ${sizeText(min)}` });
         return z.NEVER;
       }
       return bytes;
@@ -138,6 +144,14 @@ export const ProvisionSchema = z.strictObject({
   packages: z
     .array(z.string().regex(PACKAGE, { message: 'not a package name (lowercase letters, digits, + . -; optional =version)' }))
     .default([]),
+  apt_sources: z
+    .array(
+      z.string().regex(/^deb(-src)? (\[[^\]\n]*\] )?[a-z]+:\S+ \S+( [A-Za-z0-9._/-]+)*$/, {
+        message: 'not an apt source line (expected e.g. "deb http://host/debian bookworm main")',
+      }),
+    )
+    .optional()
+    .describe('apt source lines that replace the image\'s own (a mirror or a local repository)'),
   system: z.string().optional().describe('Shell script run once, at first boot'),
   boot: z.string().optional().describe('Shell script run at every boot'),
 });

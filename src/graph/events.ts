@@ -35,7 +35,7 @@ export function describeReason(r: StaleReason): string {
     case 'input-changed':
       return `${r.fields.join(', ')} changed`;
     case 'upstream-changed':
-      return `${r.nodes.join(', ')} ${r.nodes.length === 1 ? 'is' : 'are'} rebuilt`;
+      return `${r.nodes.join(', ')} changed`;
     case 'check-failed':
       return r.why;
     default:

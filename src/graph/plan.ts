@@ -129,6 +129,9 @@ export async function assess<C>(
     ...(tentative ? { tentative } : {}),
   });
 
+  // In a dry run a pending upstream has no output yet; when executing, pending is always empty.
+  if (e.opts.reset && rule.resettable && pending.length > 0) return stale({ type: 'reset' });
+  if (!rec && pending.length > 0) return stale({ type: 'missing' });
   if (pending.length > 0) return stale({ type: 'upstream-changed', nodes: pending }, undefined, true);
   const fp = await fingerprintNow(e, rule, inputs);
   if (typeof fp === 'string') return stale(rec ? { type: 'check-failed', why: `${fp} is missing` } : { type: 'missing' });

@@ -1,0 +1,67 @@
+// What the graph commands share: options, and running a plan under the VM's lock with Ctrl-C
+// cancelling cleanly.
+import { exitCodes, RumError } from '../../errors.js';
+import { execute, type RunResult } from '../../graph/execute.js';
+import { makePlan, type Plan, type PlanOptions } from '../../graph/plan.js';
+import { engineFor, lockVm, openVm, type OpenVm } from '../../vm.js';
+import { Output } from '../output.js';
+
+export interface CommonOptions {
+  config?: string;
+  json?: boolean;
+  wait?: boolean; // --no-wait sets it false
+}
+
+export async function planFor(opts: CommonOptions, planOpts: PlanOptions): Promise<{ o: OpenVm; plan: Plan }> {
+  const o = await openVm({ config: opts.config });
+  const e = await engineFor(o, planOpts);
+  const plan = await makePlan(e);
+  await e.digests.save();
+  return { o, plan };
+}
+
+/** Plans and runs under the lock. Ctrl-C stops new work; running work finishes or is cancelled. */
+export async function runGraph(
+  out: Output,
+  opts: CommonOptions,
+  planOpts: PlanOptions,
+  before?: (o: OpenVm, plan: Plan) => Promise<void>,
+): Promise<{ o: OpenVm; result: RunResult; plan: Plan }> {
+  const controller = new AbortController();
+  let interrupts = 0;
+  const onSigint = () => {
+    if (++interrupts > 1) process.exit(exitCodes.INTERRUPTED); // a second Ctrl-C: leave now
+    out.info('interrupted: finishing what is running (Ctrl-C again to leave at once)');
+    controller.abort();
+  };
+  process.on('SIGINT', onSigint);
+  process.on('SIGTERM', onSigint);
+  const o = await openVm({ config: opts.config });
+  const lock = await lockVm(o, {
+    noWait: opts.wait === false,
+    signal: controller.signal,
+    onWait: (pid) => out.info(`waiting for another rum (pid ${pid}) to finish with VM ${o.config.name}...`),
+  });
+  try {
+    const e = await engineFor(o, planOpts);
+    const plan = await makePlan(e, controller.signal);
+    await before?.(o, plan);
+    if (planOpts.reset) await e.state.bumpGeneration();
+    const result = await execute(e, plan, { signal: controller.signal, onEvent: (ev) => out.event(ev) });
+    await e.digests.save();
+    return { o, result, plan };
+  } finally {
+    await lock.release();
+    process.off('SIGINT', onSigint);
+    process.off('SIGTERM', onSigint);
+  }
+}
+
+/** The run's failure, if any, as the error the CLI renders (naming the node). */
+export function throwIfFailed(result: RunResult): void {
+  if (result.interrupted) throw new RumError('INTERRUPTED', 'interrupted: nothing was left half-written', 'run the command again to finish');
+  if (!result.failure) return;
+  const { node, error } = result.failure;
+  if (error instanceof RumError) throw new RumError(error.code, `${node}: ${error.message}`, error.hint, { cause: error });
+  throw new RumError('BUG', `${node}: ${(error as Error)?.stack ?? String(error)}`, 'please report it with the output above');
+}

@@ -1,0 +1,49 @@
+// `rum up`: build what is stale and start the VM; `--dry-run` shows the plan and changes nothing.
+import { exitCodes } from '../../errors.js';
+import { describeReason } from '../../graph/events.js';
+import type { Plan } from '../../graph/plan.js';
+import { Output } from '../output.js';
+import { planFor, runGraph, throwIfFailed, type CommonOptions } from './common.js';
+import { confirm } from '../prompt.js';
+
+export interface UpOptions extends CommonOptions {
+  'dry-run'?: boolean;
+  reset?: boolean;
+  restart?: boolean;
+  yes?: boolean;
+}
+
+/** What the plan cannot say by itself: changes that wait for the user. */
+export function planHints(plan: Plan): string[] {
+  const hints: string[] = [];
+  for (const n of plan.nodes) {
+    if (n.action === 'kept-needs-reset')
+      hints.push(`${n.id} is kept: ${n.reason ? describeReason(n.reason) : 'changed'}; \`rum up --reset\` applies it (a fresh disk: the guest's data is lost)`);
+    if (n.action === 'kept-needs-restart')
+      hints.push(`the VM runs with an older definition; \`rum up --restart\` applies it`);
+  }
+  const userData = plan.nodes.find((n) => n.id === 'user-data');
+  const overlay = plan.nodes.find((n) => n.id === 'overlay');
+  const firstBootDone = overlay !== undefined && overlay.reason?.type !== 'missing' && overlay.reason?.type !== 'reset';
+  if (userData?.state === 'stale' && userData.reason?.type !== 'missing' && firstBootDone)
+    hints.push('user-data changes take effect on a fresh first boot only (`rum up --reset`); `rum provision` reruns the scripts');
+  return hints;
+}
+
+export async function up(opts: UpOptions): Promise<number> {
+  const out = new Output(opts);
+  const planOpts = { reset: opts.reset === true, restart: opts.restart === true };
+  if (opts['dry-run']) {
+    const { o, plan } = await planFor(opts, planOpts);
+    out.plan(plan, o.config.name, planHints(plan));
+    return plan.nodes.some((n) => n.action !== 'none') ? exitCodes.PLAN_CHANGES : 0;
+  }
+  if (opts.reset && !opts.yes) {
+    await confirm(out, 'rum up --reset recreates the VM disk: everything written in the guest is lost. Continue?');
+  }
+  const { o, result, plan } = await runGraph(out, opts, planOpts);
+  throwIfFailed(result);
+  for (const h of planHints(plan)) out.notice(h);
+  out.result(result, o.config.name);
+  return 0;
+}

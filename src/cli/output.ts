@@ -1,0 +1,201 @@
+// Owns: everything rum prints. Human output (colour on a TTY unless NO_COLOR), plain lines off a
+// TTY, --json on stdout. Progress goes to stderr so stdout stays data.
+import kleur from 'kleur';
+import { formatDiagnostic } from '../config/frame.js';
+import { ConfigError, exitCodes, isRumError } from '../errors.js';
+import { describeReason, type Outcome, type RunEvent } from '../graph/events.js';
+import type { Plan, PlannedNode } from '../graph/plan.js';
+import type { RunResult } from '../graph/execute.js';
+
+export interface OutputOptions {
+  json?: boolean;
+}
+
+const colorFor = (stream: NodeJS.WriteStream) =>
+  !('NO_COLOR' in process.env) && process.env.TERM !== 'dumb' && (stream.isTTY === true || 'FORCE_COLOR' in process.env);
+
+export class Output {
+  readonly json: boolean;
+  readonly tty: boolean;
+  private readonly k: typeof kleur;
+  private readonly ek: typeof kleur;
+  private spinner?: { timer: NodeJS.Timeout; text: string; frame: number };
+
+  constructor(opts: OutputOptions = {}) {
+    this.json = opts.json === true;
+    this.tty = process.stderr.isTTY === true;
+    // Two palettes: stdout may be piped while stderr is a terminal.
+    this.k = kleurWith(colorFor(process.stdout));
+    this.ek = kleurWith(colorFor(process.stderr));
+  }
+
+  out(text: string): void {
+    this.clearSpinner();
+    process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+  }
+
+  info(text: string): void {
+    this.clearSpinner();
+    process.stderr.write(`${text}\n`);
+  }
+
+  notice(text: string): void {
+    this.info(`${this.ek.yellow('note:')} ${text}`);
+  }
+
+  data(value: unknown): void {
+    this.out(JSON.stringify(value, null, 2));
+  }
+
+  /** A spinner on a TTY; off a TTY, the text once as a plain line. */
+  waiting(text: string): void {
+    if (!this.tty) {
+      if (this.spinner?.text !== text) process.stderr.write(`${text}\n`);
+      this.spinner = { timer: this.spinner?.timer as NodeJS.Timeout, text, frame: 0 };
+      return;
+    }
+    if (this.spinner?.timer) {
+      this.spinner.text = text;
+      return;
+    }
+    const frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+    const s = { text, frame: 0, timer: undefined as unknown as NodeJS.Timeout };
+    s.timer = setInterval(() => {
+      process.stderr.write(`\r\x1b[2K${this.ek.cyan(frames[s.frame++ % frames.length]!)} ${s.text}`);
+    }, 80);
+    s.timer.unref();
+    this.spinner = s;
+  }
+
+  clearSpinner(): void {
+    if (this.spinner?.timer) {
+      clearInterval(this.spinner.timer);
+      process.stderr.write('\r\x1b[2K');
+    }
+    this.spinner = undefined;
+  }
+
+  // ---- plans and runs ----
+
+  nodeLine(n: PlannedNode): string {
+    const k = this.k;
+    const state =
+      n.state === 'fresh' ? k.green('fresh') : n.state === 'kept' ? k.yellow(n.action) : k.red(n.tentative ? 'stale?' : 'stale');
+    const why = n.reason ? ` ${k.dim('—')} ${describeReason(n.reason)}${n.tentative ? ' (rebuilt only if that output changes)' : ''}` : '';
+    const action = n.state === 'stale' ? ` ${k.bold(`→ ${n.action}`)}` : '';
+    return `${n.id.padEnd(16)} ${k.dim(n.rule.kind.padEnd(9))} ${state}${action}${why}`;
+  }
+
+  plan(plan: Plan, vmName: string, hints: string[]): void {
+    if (this.json) return this.data(planJson(plan, vmName));
+    for (const n of plan.nodes) this.out(this.nodeLine(n));
+    const work = plan.nodes.filter((n) => n.action !== 'none');
+    this.out(work.length === 0 ? this.k.green('up to date: nothing to do') : `${work.length} of ${plan.nodes.length} nodes would change`);
+    for (const h of hints) this.out(`${this.k.yellow('note:')} ${h}`);
+  }
+
+  event(e: RunEvent): void {
+    if (this.json) return;
+    const k = this.ek;
+    switch (e.type) {
+      case 'start':
+        this.info(`${k.cyan('•')} ${e.node}: ${e.action}${e.reason ? k.dim(` (${describeReason(e.reason)})`) : ''}`);
+        return;
+      case 'progress':
+        this.waiting(`${e.node}: ${e.message}`);
+        return;
+      case 'notice':
+        this.notice(`${e.node}: ${e.message}`);
+        return;
+      case 'done':
+        if (e.outcome.type === 'built' || e.outcome.type === 'cutoff')
+          this.info(`${k.green('✓')} ${e.node} ${k.dim(`${e.outcome.ms} ms${e.outcome.type === 'cutoff' ? ', same output' : ''}`)}`);
+        else if (e.outcome.type === 'failed') this.info(`${k.red('✗')} ${e.node}`);
+        return;
+    }
+  }
+
+  result(r: RunResult, vmName: string): void {
+    if (this.json) return this.data(resultJson(r, vmName));
+    const built = [...r.outcomes].filter(([, o]) => o.type === 'built' || o.type === 'cutoff');
+    if (built.length === 0 && !r.failure) this.info(this.ek.green('up to date: nothing to do'));
+  }
+
+  /** Renders any error; returns the exit status. The only place a failure becomes text. */
+  error(err: unknown): number {
+    this.clearSpinner();
+    const k = this.ek;
+    if (err instanceof ConfigError) {
+      if (this.json) this.data({ error: { code: err.code, message: err.message, diagnostics: err.diagnostics } });
+      for (const d of err.diagnostics) process.stderr.write(`${formatDiagnostic(d, { color: colorFor(process.stderr) })}\n`);
+      return exitCodes.CONFIG_INVALID;
+    }
+    if (isRumError(err)) {
+      if (this.json) this.data({ error: { code: err.code, message: err.message, hint: err.hint } });
+      process.stderr.write(`${k.red().bold('error:')} ${err.message}\n`);
+      if (err.hint) process.stderr.write(`${k.yellow('hint:')} ${err.hint}\n`);
+      return exitCodes[err.code];
+    }
+    process.stderr.write(`${k.red().bold('rum hit a bug:')} ${(err as Error)?.message ?? String(err)}\n`);
+    process.stderr.write(`${(err as Error)?.stack ?? ''}\n`);
+    process.stderr.write(`${k.yellow('hint:')} please report it with the command you ran and the lines above\n`);
+    return exitCodes.BUG;
+  }
+}
+
+function kleurWith(enabled: boolean): typeof kleur {
+  // kleur keeps one global switch; the palettes differ only in whether they colour.
+  return new Proxy(kleur, {
+    get: (target, prop) => {
+      const v = (target as unknown as Record<string | symbol, unknown>)[prop];
+      if (typeof v !== 'function') return v;
+      return (...args: unknown[]) => {
+        const before = target.enabled;
+        target.enabled = enabled;
+        try {
+          return (v as (...a: unknown[]) => unknown).apply(target, args);
+        } finally {
+          target.enabled = before;
+        }
+      };
+    },
+  }) as typeof kleur;
+}
+
+// ---- JSON shapes (documented in the README; stable) ----
+
+export function nodeJson(n: PlannedNode) {
+  return {
+    id: n.id,
+    kind: n.rule.kind,
+    deps: n.deps,
+    state: n.state,
+    action: n.action,
+    reason: n.reason ?? null,
+    reasonText: n.reason ? describeReason(n.reason) : null,
+    tentative: n.tentative === true,
+    output: n.output ?? null,
+  };
+}
+
+export function planJson(plan: Plan, vm: string) {
+  return { vm, changes: plan.nodes.some((n) => n.action !== 'none'), nodes: plan.nodes.map(nodeJson) };
+}
+
+function errorJson(err: unknown) {
+  return isRumError(err) ? { code: err.code, message: err.message } : { code: 'BUG', message: (err as Error)?.message ?? String(err) };
+}
+
+function outcomeJson(o: Outcome) {
+  return o.type === 'failed' ? { type: o.type, error: errorJson(o.error) } : o;
+}
+
+export function resultJson(r: RunResult, vm: string) {
+  return {
+    vm,
+    ok: !r.failure && !r.interrupted,
+    built: [...r.outcomes].filter(([, o]) => o.type === 'built' || o.type === 'cutoff').map(([id]) => id),
+    outcomes: Object.fromEntries([...r.outcomes].map(([id, o]) => [id, outcomeJson(o)])),
+    failure: r.failure ? { node: r.failure.node, ...errorJson(r.failure.error) } : null,
+  };
+}

@@ -1,0 +1,49 @@
+// The commands and their options. Each command's module is imported only when it runs, so a
+// fast command never pays to load ssh2, chokidar or execa.
+import sade from 'sade';
+import { RumError } from '../errors.js';
+
+declare const RUM_VERSION: string | undefined;
+
+export const program = sade('rum')
+  .version(typeof RUM_VERSION === 'string' ? RUM_VERSION : '0.1.0')
+  .describe('A project-local virtual machine through libvirt, declared in rum.yaml')
+  .option('-c, --config', 'Path to rum.yaml (default: found in this directory or a parent)')
+  .option('--json', 'Print data as JSON on stdout');
+
+const lazy =
+  <A extends unknown[]>(load: () => Promise<(...args: A) => Promise<number>>) =>
+  async (...args: A) =>
+    (await load())(...args);
+
+program
+  .command('up')
+  .describe('Build what is stale and start the VM')
+  .option('-n, --dry-run', 'Show what is stale and why; change nothing (exit 10 when something would change)')
+  .option('--reset', 'Recreate the disk and seed: a fresh first boot (asks first; -y skips)')
+  .option('--restart', 'Restart a running VM whose definition changed')
+  .option('-y, --yes', 'Do not ask for confirmation')
+  .option('--no-wait', 'Fail at once if another rum is working on this VM')
+  .action(lazy(async () => (await import('./commands/up.js')).up));
+
+program
+  .command('build [targets]')
+  .describe('Build the named targets and what they need, nothing else (like make TARGET)')
+  .option('--no-wait', 'Fail at once if another rum is working on this VM')
+  .example('build user-data seed-iso')
+  .action(lazy(async () => (await import('./commands/build.js')).build));
+
+program
+  .command('graph')
+  .describe("Show the VM's build graph with each node's state")
+  .option('--format', 'text | dot | mermaid | json', 'text')
+  .action(lazy(async () => (await import('./commands/graph.js')).graph));
+
+program
+  .command('schema')
+  .describe('Print the JSON Schema of rum.yaml (for yaml-language-server)')
+  .action(lazy(async () => (await import('./commands/schema.js')).schema));
+
+export function usage(message: string, hint?: string): never {
+  throw new RumError('USAGE', message, hint ?? 'see rum --help');
+}

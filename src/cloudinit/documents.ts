@@ -1,0 +1,125 @@
+// Owns: the cloud-init NoCloud documents (meta-data, user-data), built as data and serialised by
+// the yaml library, never by string templates: config strings cannot break out of their scalar.
+// Not: the seed ISO (src/iso) or where the documents are written (tasks/).
+import { stringify } from 'yaml';
+
+export interface MetaDataSpec {
+  instanceId: string;
+  hostname: string;
+}
+
+export function metaDataDocument(s: MetaDataSpec): string {
+  return stringify({ 'instance-id': s.instanceId, 'local-hostname': s.hostname });
+}
+
+export interface GuestMount {
+  tag: string;
+  target: string;
+  type: 'virtiofs' | '9p';
+  readonly: boolean;
+}
+
+export interface UserDataSpec {
+  hostname: string;
+  user: string;
+  /** The VM's own client key first, then the user's extra keys. */
+  authorizedKeys: string[];
+  hostKey: { private: string; public: string };
+  packages: string[];
+  /** apt source lines (e.g. a local repository); replaces the image's sources when given. */
+  aptSources?: string[];
+  system?: string;
+  boot?: string;
+  mounts: GuestMount[];
+}
+
+/** Where provisioning lives in the guest; `rum logs --provision` and `rum provision` read these. */
+export const GuestPaths = {
+  dir: '/var/lib/rum',
+  system: '/var/lib/rum/provision/system.sh',
+  boot: '/var/lib/rum/provision/boot.sh',
+  runner: '/var/lib/cloud/scripts/per-boot/rum-provision',
+  logs: '/var/log/rum',
+} as const;
+
+// Runs at every boot (cloud-init's per-boot scripts, final stage, so `cloud-init status --wait`
+// covers it): the system script once per instance, then the boot script, each logged with its
+// exit status. One runner keeps the order right: cloud-init runs per-boot before runcmd.
+const RUNNER = `#!/bin/sh
+# Written by rum. Output and exit status of each script: ${GuestPaths.logs}/<script>.log, .status
+set -u
+mkdir -p ${GuestPaths.logs}
+run() {
+  [ -f "$2" ] || return 0
+  echo "rum: $1 script started $(date -u +%FT%TZ)" > "${GuestPaths.logs}/$1.log"
+  sh "$2" >> "${GuestPaths.logs}/$1.log" 2>&1
+  status=$?
+  echo "$status" > "${GuestPaths.logs}/$1.status"
+  echo "rum: $1 script exited $status" >> "${GuestPaths.logs}/$1.log"
+  return $status
+}
+failed=0
+if [ ! -f ${GuestPaths.dir}/system.done ]; then
+  run system ${GuestPaths.system} || failed=1
+  touch ${GuestPaths.dir}/system.done
+fi
+run boot ${GuestPaths.boot} || failed=1
+exit $failed
+`;
+
+const MOUNT_OPTIONS = {
+  '9p': 'trans=virtio,version=9p2000.L,msize=262144,nofail',
+  virtiofs: 'nofail',
+} as const;
+
+export function userDataDocument(s: UserDataSpec): string {
+  const files: object[] = [];
+  const script = (path: string, content: string) =>
+    files.push({ path, permissions: '0755', owner: 'root:root', content: content.endsWith('\n') ? content : `${content}\n` });
+  if (s.system !== undefined) script(GuestPaths.system, s.system);
+  if (s.boot !== undefined) script(GuestPaths.boot, s.boot);
+  if (s.system !== undefined || s.boot !== undefined) script(GuestPaths.runner, RUNNER);
+
+  const doc: Record<string, unknown> = {
+    hostname: s.hostname,
+    manage_etc_hosts: true, // else every sudo looks the hostname up in DNS and warns
+    locale: 'C.UTF-8', // always present in glibc: generating another costs boot time
+    users: [
+      {
+        name: s.user,
+        shell: '/bin/bash',
+        sudo: 'ALL=(ALL) NOPASSWD:ALL',
+        lock_passwd: true,
+        ssh_authorized_keys: s.authorizedKeys,
+      },
+    ],
+    ssh_pwauth: false,
+    disable_root: true,
+    // The host key is made on the host and pinned before first boot; nothing else is generated
+    // (RSA generation alone costs seconds under TCG).
+    ssh_deletekeys: true,
+    ssh_keys: { ed25519_private: s.hostKey.private, ed25519_public: s.hostKey.public },
+    ssh_genkeytypes: ['ed25519'],
+  };
+  if (s.aptSources && s.aptSources.length > 0) {
+    doc.apt = { preserve_sources_list: false, sources_list: `${s.aptSources.join('\n')}\n` };
+  }
+  if (s.packages.length > 0) {
+    doc.package_update = true;
+    doc.packages = s.packages;
+  }
+  if (s.mounts.length > 0) {
+    doc.mounts = s.mounts.map((m) => [
+      m.tag,
+      m.target,
+      m.type,
+      m.readonly ? `${MOUNT_OPTIONS[m.type]},ro` : MOUNT_OPTIONS[m.type],
+      '0',
+      '0',
+    ]);
+    doc.mount_default_fields = [null, null, 'auto', 'defaults,nofail', '0', '2'];
+  }
+  if (files.length > 0) doc.write_files = files;
+  // lineWidth 0: never fold long lines (keys, scripts) into a shape another parser might misread.
+  return `#cloud-config\n${stringify(doc, { lineWidth: 0 })}`;
+}

@@ -1,0 +1,77 @@
+// Owns: opening a VM for a command: its config, its directory (refusing another project's),
+// the lock for commands that change things, and the engine over rum's rules.
+import { mkdir, readFile } from 'node:fs/promises';
+import { RumError } from './errors.js';
+import { writeAtomic } from './files/atomic.js';
+import { acquireLock, type Lock } from './files/lock.js';
+import { DigestCache, initDigests } from './graph/digest.js';
+import type { Engine, PlanOptions } from './graph/plan.js';
+import { StateStore } from './graph/state.js';
+import { VmDir } from './paths.js';
+import type { Config } from './config/schema.js';
+import type { RumCtx } from '../tasks/context.js';
+
+export interface GlobalOptions {
+  config?: string;
+  cwd?: string;
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface OpenVm {
+  config: Config;
+  vm: VmDir;
+  /** Whether the VM directory exists yet (a dry run never creates it). */
+  exists: boolean;
+}
+
+export async function openVm(opts: GlobalOptions): Promise<OpenVm> {
+  const env = opts.env ?? process.env;
+  const [{ loadConfig }] = await Promise.all([import('./config/load.js'), initDigests()]);
+  const config = await loadConfig({ file: opts.config, cwd: opts.cwd, env });
+  const vm = new VmDir(config.name, env);
+  const owner = await readOwner(vm);
+  if (owner !== undefined && owner !== config.file) {
+    throw new RumError(
+      'STATE',
+      `the VM name "${config.name}" is already used by another project: ${owner} (this one: ${config.file})`,
+      `set a different \`name:\` in ${config.file}; rum never touches another project's VM`,
+    );
+  }
+  return { config, vm, exists: owner !== undefined };
+}
+
+async function readOwner(vm: VmDir): Promise<string | undefined> {
+  try {
+    return (JSON.parse(await readFile(vm.path('owner'), 'utf8')) as { config: string }).config;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new RumError('STATE', `${vm.path('owner')} is not readable: ${(err as Error).message}`, `remove ${vm.dir} if it is not in use`);
+  }
+}
+
+/** Creates the VM directory (0700: it holds private keys) and claims it for this rum.yaml. */
+export async function claimVm(o: OpenVm): Promise<void> {
+  await mkdir(o.vm.dir, { recursive: true, mode: 0o700 });
+  if (!o.exists) await writeAtomic(o.vm.path('owner'), `${JSON.stringify({ config: o.config.file })}\n`);
+  o.exists = true;
+}
+
+export async function lockVm(o: OpenVm, opts: { noWait?: boolean; onWait?: (pid: number) => void; signal?: AbortSignal }): Promise<Lock> {
+  await claimVm(o);
+  return acquireLock(o.vm.path('lock'), {
+    what: `VM ${o.config.name}`,
+    noWait: opts.noWait,
+    signal: opts.signal,
+    onWait: (h) => opts.onWait?.(h.pid),
+  });
+}
+
+export async function engineFor(o: OpenVm, opts: PlanOptions, env = process.env): Promise<Engine<RumCtx>> {
+  const [{ rules }, state, digests] = await Promise.all([
+    import('../tasks/index.js'),
+    StateStore.open(o.exists ? o.vm.path('state') : undefined),
+    DigestCache.open(o.exists ? o.vm.path('digestCache') : undefined),
+  ]);
+  const ctx: RumCtx = { config: o.config, vm: o.vm, env, generation: state.generation + (opts.reset ? 1 : 0) };
+  return { ctx, rules, state, digests, opts };
+}
