@@ -38,6 +38,7 @@ export interface Diagnostic {
   file: string;
   line: number; // 1-based
   col: number; // 1-based
+  length?: number; // of the offending token on that line, for the caret underline; unknown: one caret
   message: string;
   hint?: string;
   source?: string; // the offending line's text
