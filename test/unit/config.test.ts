@@ -1,0 +1,381 @@
+// rum.yaml loading: the broken corpus gives exactly the diagnostics its sidecar lists, valid files
+// give the documented defaults, special strings survive, and diagnostics print as a frame.
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { test, type TestContext } from 'node:test';
+import { parse } from 'yaml';
+import { formatDiagnostic } from '../../src/config/frame.js';
+import { findConfig, loadConfig, vmNameFromDir } from '../../src/config/load.js';
+import { jsonSchema, RumYamlSchema } from '../../src/config/schema.js';
+import { ConfigError, RumError, type Diagnostic } from '../../src/errors.js';
+
+// Fixtures are read from the source tree: dist/test/unit -> repo root.
+const fixtures = fileURLToPath(new URL('../../../fixtures/config/', import.meta.url));
+const broken = join(fixtures, 'broken');
+const valid = join(fixtures, 'valid');
+
+interface Expected {
+  line: number;
+  col: number;
+  length?: number;
+  message: string; // a substring of the message
+  hint?: string; // a substring of the hint
+}
+
+async function diagnosticsOf(opts: { file?: string; cwd?: string }): Promise<Diagnostic[]> {
+  try {
+    await loadConfig(opts);
+  } catch (err) {
+    if (err instanceof ConfigError) return err.diagnostics;
+    throw err;
+  }
+  assert.fail(`${opts.file ?? opts.cwd} loaded, but it should not`);
+}
+
+function scratch(t: TestContext): string {
+  const dir = mkdtempSync(join(tmpdir(), 'rum-config-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** A project directory `name` inside a scratch directory, holding rum.yaml. */
+function project(t: TestContext, text: string, name = 'proj'): string {
+  const dir = join(scratch(t), name);
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'rum.yaml'), text);
+  return dir;
+}
+
+const GiB = 2 ** 30;
+
+test('the broken corpus: every fixture gives exactly the diagnostics its sidecar lists', async (t) => {
+  const files = readdirSync(broken).filter((f) => f.endsWith('.yaml')).sort();
+  const sidecars = readdirSync(broken).filter((f) => f.endsWith('.expected.json')).sort();
+  assert.ok(files.length >= 20, `only ${files.length} broken fixtures`);
+  assert.deepEqual(sidecars, files.map((f) => f.replace(/\.yaml$/, '.expected.json')), 'one sidecar per fixture, and no orphans');
+
+  for (const name of files) {
+    await t.test(name, async () => {
+      const file = join(broken, name);
+      const expected = JSON.parse(readFileSync(file.replace(/\.yaml$/, '.expected.json'), 'utf8')) as Expected[];
+      const lines = readFileSync(file, 'utf8').split('\n');
+      const got = await diagnosticsOf({ file });
+      const shown = JSON.stringify(got.map(({ line, col, message }) => ({ line, col, message })), null, 1);
+      assert.equal(got.length, expected.length, `diagnostics:\n${shown}`);
+      expected.forEach((want, i) => {
+        const d = got[i]!;
+        assert.equal(d.file, file);
+        assert.deepEqual([d.line, d.col], [want.line, want.col], `position of "${want.message}"`);
+        if (want.length !== undefined) assert.equal(d.length, want.length, `caret length of "${want.message}"`);
+        assert.ok(d.message.includes(want.message), `message ${JSON.stringify(d.message)} lacks ${JSON.stringify(want.message)}`);
+        if (want.hint !== undefined) assert.ok(d.hint?.includes(want.hint), `hint ${JSON.stringify(d.hint)} lacks ${JSON.stringify(want.hint)}`);
+        assert.equal(d.source, lines[d.line - 1], 'source is the offending line');
+      });
+    });
+  }
+});
+
+test('ConfigError counts its problems', async () => {
+  const file = join(broken, 'multiple-problems.yaml');
+  await assert.rejects(loadConfig({ file }), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.equal(err.code, 'CONFIG_INVALID');
+    assert.equal(err.message, 'rum.yaml has 11 problems');
+    return true;
+  });
+});
+
+test('minimal rum.yaml: every default, name from the directory', async () => {
+  const file = join(valid, 'minimal.yaml');
+  assert.deepEqual(await loadConfig({ file }), {
+    name: 'valid',
+    image: { base: 'debian-12' },
+    resources: { cpus: 2, memory: 2 * GiB, disk: 20 * GiB },
+    network: { mode: 'nat', name: 'default', hostname: 'valid' },
+    ssh: { user: 'rum', authorized_keys: [] },
+    mounts: [],
+    ports: [],
+    provision: { packages: [] },
+    libvirt: { uri: 'qemu:///system', domain_type: 'auto', machine: 'q35' },
+    file,
+    dir: valid,
+  });
+});
+
+test('full rum.yaml: every field as written, relative sources resolved against rum.yaml', async () => {
+  const file = join(valid, 'full.yaml');
+  const config = await loadConfig({ file, cwd: tmpdir() });
+  assert.deepEqual(config, {
+    name: 'full-example',
+    image: {
+      base: 'https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-genericcloud-amd64.qcow2',
+      checksum: 'sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef',
+      mirror: 'https://mirror.example.org/debian-cloud',
+    },
+    resources: { cpus: 4, memory: 4 * GiB, disk: 40 * GiB },
+    network: { mode: 'user', name: 'rum-net', hostname: 'full-host' },
+    ssh: {
+      user: 'dev',
+      authorized_keys: ['ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAEIDxYdJCsyOUBHTlVcY2pxeH+GjZSboqmwt77FzNPa dev@laptop'],
+    },
+    mounts: [
+      {
+        source: '.',
+        target: '/home/dev/src',
+        readonly: true,
+        type: '9p',
+        inotify: true,
+        ignore: ['node_modules/', '*.log'],
+        hostPath: valid,
+      },
+      { source: '../broken', target: '/srv/broken', readonly: false, type: 'auto', inotify: false, ignore: [], hostPath: broken },
+    ],
+    ports: [
+      { host: 8080, guest: 80, bind: '0.0.0.0', proto: 'udp' },
+      { host: 8443, guest: 443, bind: '127.0.0.1', proto: 'tcp' },
+    ],
+    provision: {
+      packages: ['git', 'build-essential', 'postgresql-15=15.5-0+deb12u1'],
+      apt_sources: [
+        'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://mirror.example.org/debian bookworm main contrib',
+      ],
+      system: 'apt-get -y upgrade\n',
+      boot: 'echo booted > /run/rum-booted\n',
+    },
+    libvirt: { uri: 'qemu:///session', domain_type: 'qemu', machine: 'pc-q35-8.2' },
+    file,
+    dir: valid,
+  });
+});
+
+test('full rum.yaml sets every key the schema knows (add new fields to it)', () => {
+  const written = parse(readFileSync(join(valid, 'full.yaml'), 'utf8')) as unknown;
+  const missing = schemaKeys(RumYamlSchema).filter((path) => !hasPath(written, path.split('.')));
+  assert.deepEqual(missing, []);
+});
+
+test('YAML special characters round-trip exactly', async () => {
+  const config = await loadConfig({ file: join(valid, 'special-strings.yaml') });
+  assert.equal(config.image.base, "./images/débian #1: 'test'.qcow2");
+  assert.equal(config.ssh.user, '_build-bot');
+  assert.deepEqual(config.provision.packages, ['libc6=2.36-9+deb12u4', 'g++', 'python3.11']);
+  assert.equal(
+    config.provision.system,
+    [
+      '#!/bin/sh',
+      `# a comment: with "quotes" and 'single' ones`,
+      'echo "key: value # not a comment" > /etc/motd',
+      `printf '%s\\n' '{ "json": [1, 2, {"a": null}] }' | tee -a /tmp/x`,
+      '[ -d /srv ] && echo ok || echo no',
+      'cmd & wait; echo *.log !bang |pipe >redirect 100% @home `date` $(id -u)',
+      `echo 'tab\tinside' "\u00fcn\u00efc\u00f6d\u00e9 \u2713 \u65e5\u672c\u8a9e \u{1f680}"`,
+      '  more indented lines keep their spaces',
+      'back\\slash \\n is no escape here',
+      '',
+    ].join('\n'),
+  );
+  assert.equal(config.provision.boot, '   three leading spaces\n-- and a line: with # and ---\n');
+  assert.equal(config.mounts[0]!.target, '/srv/a@b+c');
+  assert.deepEqual(config.mounts[0]!.ignore, [
+    '*.log',
+    '!keep.log',
+    '#emacs#',
+    '[abc]',
+    '{x,y}',
+    '&anchor-looking',
+    '*alias-looking',
+    '%percent',
+    '@at',
+    '`tick`',
+    '|pipe',
+    '>gt',
+    "it's",
+    'yes',
+    'null',
+    '~',
+    '0x10',
+    '1e3',
+    ' leading space',
+    ': colon',
+    '- dash',
+    '? question',
+    'foo#bar',
+    'a:b',
+    'tab\there "q" \u00e9 A back\\slash',
+    'folded into one line',
+  ]);
+});
+
+test('session URI: network.mode defaults to user; hostname defaults to the name', async (t) => {
+  const dir = project(t, 'image: {base: debian-12}\nlibvirt: {uri: "qemu:///session"}\n');
+  const config = await loadConfig({ cwd: dir });
+  assert.deepEqual(config.network, { mode: 'user', name: 'default', hostname: 'proj' });
+
+  const named = project(t, 'name: box\nimage: {base: debian-12}\nnetwork: {hostname: dev-box}\n');
+  const c2 = await loadConfig({ cwd: named });
+  assert.deepEqual([c2.name, c2.network.mode, c2.network.hostname], ['box', 'nat', 'dev-box']);
+});
+
+test('the default name is the directory name as a DNS label', async (t) => {
+  assert.equal(vmNameFromDir('My Café_Project!'), 'my-cafe-project');
+  assert.equal(vmNameFromDir('--web--app--'), 'web-app');
+  assert.equal(vmNameFromDir('a'.repeat(62) + '-b'), 'a'.repeat(62), 'cut at 63, no trailing -');
+  assert.equal(vmNameFromDir('___'), undefined);
+  assert.equal(vmNameFromDir(''), undefined);
+
+  const dir = project(t, 'image: {base: debian-12}\n', 'My Café_Project!');
+  assert.equal((await loadConfig({ cwd: dir })).name, 'my-cafe-project');
+
+  const unusable = project(t, 'image: {base: debian-12}\n', '___');
+  const [d, ...rest] = await diagnosticsOf({ cwd: unusable });
+  assert.deepEqual(rest, []);
+  assert.match(d!.message, /directory name "___" gives no usable VM name/);
+  assert.match(d!.hint!, /name:/);
+  assert.equal(d!.source, undefined, 'not about any line of the file');
+});
+
+test('mount sources: relative to rum.yaml (not the cwd), ~ is the home directory', async (t) => {
+  const dir = project(t, 'image: {base: debian-12}\nmounts:\n  - {source: ./src, target: /srv/src}\n  - {source: ~/data, target: /srv/data}\n');
+  mkdirSync(join(dir, 'src'));
+  const home = scratch(t);
+  mkdirSync(join(home, 'data'));
+  const config = await loadConfig({ file: join(dir, 'rum.yaml'), cwd: tmpdir(), env: { HOME: home } });
+  assert.deepEqual(config.mounts.map((m) => m.hostPath), [join(dir, 'src'), join(home, 'data')]);
+});
+
+test('findConfig walks up to the nearest rum.yaml', (t) => {
+  const root = scratch(t);
+  const deep = join(root, 'a', 'b', 'c');
+  mkdirSync(deep, { recursive: true });
+  writeFileSync(join(root, 'a', 'rum.yaml'), 'image: {base: debian-12}\n');
+  assert.equal(findConfig(deep), join(root, 'a', 'rum.yaml'));
+  writeFileSync(join(root, 'a', 'b', 'rum.yaml'), 'image: {base: debian-12}\n');
+  assert.equal(findConfig(deep), join(root, 'a', 'b', 'rum.yaml'), 'the nearest wins');
+  mkdirSync(join(deep, 'rum.yaml')); // a directory of that name is not a config
+  assert.equal(findConfig(deep), join(root, 'a', 'b', 'rum.yaml'));
+
+  assert.throws(
+    () => findConfig(root),
+    (err: unknown) => err instanceof RumError && err.code === 'CONFIG_INVALID' && /rum init/.test(err.hint!) && /-c PATH/.test(err.hint!),
+  );
+});
+
+test('-c: a file, or a directory holding rum.yaml; a missing one is a clear error', async (t) => {
+  const dir = project(t, 'image: {base: debian-12}\n');
+  assert.equal((await loadConfig({ file: dir })).file, join(dir, 'rum.yaml'));
+  assert.equal((await loadConfig({ file: 'proj/rum.yaml', cwd: join(dir, '..') })).dir, dir);
+  await assert.rejects(loadConfig({ file: join(dir, 'nope.yaml') }), (err: unknown) => {
+    assert.ok(err instanceof RumError && !(err instanceof ConfigError));
+    assert.equal(err.code, 'CONFIG_INVALID');
+    assert.match(err.message, /nope\.yaml does not exist/);
+    return true;
+  });
+});
+
+test('a byte order mark and CRLF line endings are fine; no \\r in the source shown', async (t) => {
+  const ok = project(t, '\ufeffimage:\r\n  base: debian-12\r\nresources:\r\n  cpus: 3\r\n');
+  assert.equal((await loadConfig({ cwd: ok })).resources.cpus, 3);
+  const bad = project(t, 'image:\r\n  base: debian-12\r\nresources:\r\n  cpu: 3\r\n');
+  const [d] = await diagnosticsOf({ cwd: bad });
+  assert.deepEqual([d!.line, d!.col, d!.source, d!.hint], [4, 3, '  cpu: 3', 'did you mean "cpus"?']);
+});
+
+test('an empty rum.yaml says so', async (t) => {
+  for (const text of ['', '# nothing yet\n']) {
+    const [d, ...rest] = await diagnosticsOf({ cwd: project(t, text) });
+    assert.deepEqual(rest, []);
+    assert.deepEqual([d!.line, d!.col, d!.message], [1, 1, 'rum.yaml is empty']);
+  }
+});
+
+test('formatDiagnostic: location relative to the cwd, the line, a caret as long as the token, the hint', () => {
+  const d: Diagnostic = {
+    file: '/home/me/proj/rum.yaml',
+    line: 7,
+    col: 3,
+    length: 6,
+    message: 'unknown key "memroy" in resources',
+    hint: 'did you mean "memory"?',
+    source: '  memroy: 2G',
+  };
+  const expected = [
+    'rum.yaml:7:3: unknown key "memroy" in resources',
+    '   7 |   memroy: 2G',
+    '     |   ^^^^^^',
+    'hint: did you mean "memory"?',
+  ].join('\n');
+  assert.equal(formatDiagnostic(d, { color: false, cwd: '/home/me/proj' }), expected);
+  assert.equal(
+    formatDiagnostic(d, { color: false, cwd: '/elsewhere' }).split('\n')[0],
+    '/home/me/proj/rum.yaml:7:3: unknown key "memroy" in resources',
+  );
+  const colored = formatDiagnostic(d, { color: true, cwd: '/home/me/proj' });
+  assert.match(colored, /\x1b\[/);
+  assert.equal(colored.replace(/\x1b\[\d+m/g, ''), expected, 'color changes nothing but color');
+});
+
+test('formatDiagnostic: wide line numbers, tabs, wide characters, no caret past the token, control characters', () => {
+  const base = { file: '/p/rum.yaml', message: 'm' };
+  assert.equal(
+    formatDiagnostic({ ...base, line: 12345, col: 1, source: 'x: 1' }, { color: false, cwd: '/p' }),
+    'rum.yaml:12345:1: m\n12345 | x: 1\n      | ^',
+  );
+  // A tab before the token is copied into the caret line, so they line up at any tab width.
+  assert.equal(
+    formatDiagnostic({ ...base, line: 2, col: 2, length: 4, source: '\tcpus: 2' }, { color: false, cwd: '/p' }).split('\n')[2],
+    '     | \t^^^^',
+  );
+  // 日本 takes four terminal cells: the caret under x sits after 3 + 4 + 1 of them.
+  assert.equal(
+    formatDiagnostic({ ...base, line: 1, col: 7, length: 1, source: 'a: 日本 x' }, { color: false, cwd: '/p' }).split('\n')[2],
+    `     | ${' '.repeat(8)}^`,
+  );
+  assert.equal(
+    formatDiagnostic({ ...base, line: 1, col: 4, length: 99, source: 'a: bc' }, { color: false, cwd: '/p' }).split('\n')[2],
+    '     |    ^^',
+  );
+  const hostile = formatDiagnostic({ ...base, line: 1, col: 1, source: 'a: \x1b[31mred\r' }, { color: false, cwd: '/p' });
+  assert.ok(!/[\x1b\r]/.test(hostile), 'no escape sequences from the file reach the terminal');
+  assert.equal(formatDiagnostic({ ...base, line: 1, col: 1, hint: 'h' }, { color: false, cwd: '/p' }), 'rum.yaml:1:1: m\nhint: h');
+});
+
+test('jsonSchema() is JSON, closed, and lists every top-level key', () => {
+  const schema = JSON.parse(JSON.stringify(jsonSchema())) as { type: string; properties: object; required: string[]; additionalProperties: boolean };
+  assert.equal(schema.type, 'object');
+  assert.deepEqual(Object.keys(schema.properties).sort(), Object.keys(RumYamlSchema.shape).sort());
+  assert.deepEqual(
+    Object.keys(schema.properties).sort(),
+    ['image', 'libvirt', 'mounts', 'name', 'network', 'ports', 'provision', 'resources', 'ssh'],
+  );
+  assert.deepEqual(schema.required, ['image']);
+  assert.equal(schema.additionalProperties, false);
+});
+
+// ---------------------------------------------------------------------------------------------
+
+type Def = { type: string; innerType?: Zod; in?: Zod; element?: Zod; shape?: Record<string, Zod> };
+type Zod = { _zod: { def: unknown } };
+const def = (s: Zod) => s._zod.def as Def;
+function unwrapped(s: Zod): Zod {
+  for (let d = def(s); ; d = def(s)) {
+    if (d.innerType) s = d.innerType;
+    else if (d.type === 'pipe' && d.in) s = d.in;
+    else if (d.type === 'array' && d.element) s = d.element;
+    else return s;
+  }
+}
+/** Every key path in the schema, `ssh.authorized_keys`; list items as their object's keys. */
+function schemaKeys(s: Zod, prefix = ''): string[] {
+  const shape = def(unwrapped(s)).shape ?? {};
+  return Object.entries(shape).flatMap(([k, v]) => [`${prefix}${k}`, ...schemaKeys(v, `${prefix}${k}.`)]);
+}
+/** The path exists in the parsed YAML (in some item, for lists). */
+function hasPath(value: unknown, path: string[]): boolean {
+  if (path.length === 0) return true;
+  if (Array.isArray(value)) return value.some((item) => hasPath(item, path));
+  if (typeof value !== 'object' || value === null || !(path[0]! in value)) return false;
+  return hasPath((value as Record<string, unknown>)[path[0]!], path.slice(1));
+}
