@@ -10,3 +10,21 @@ export interface RumCtx {
   /** Bumped by --reset; the guest's instance-id comes from it. */
   generation: number;
 }
+
+/** One virsh wrapper per run, loaded on first use (execa is costly to import). */
+const virshes = new Map<string, Promise<import('../src/libvirt/virsh.js').Virsh>>();
+export function virsh(ctx: RumCtx): Promise<import('../src/libvirt/virsh.js').Virsh> {
+  const uri = ctx.config.libvirt.uri;
+  let v = virshes.get(uri);
+  if (!v) {
+    v = import('../src/libvirt/virsh.js').then(({ Virsh }) => new Virsh(uri));
+    virshes.set(uri, v);
+  }
+  return v;
+}
+
+/** The guest's MAC: stable per VM name, in QEMU's locally administered 52:54:00 range. */
+export function macFor(name: string, digest: (s: string) => string): string {
+  const h = digest(`mac:${name}`);
+  return `52:54:00:${h.slice(0, 2)}:${h.slice(2, 4)}:${h.slice(4, 6)}`;
+}

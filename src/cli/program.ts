@@ -34,6 +34,13 @@ program
   .action(lazy(async () => (await import('./commands/build.js')).build));
 
 program
+  .command('destroy')
+  .describe('Stop and delete the VM and its disk (the shared image cache stays)')
+  .option('-y, --yes', 'Do not ask for confirmation')
+  .option('--no-wait', 'Fail at once if another rum is working on this VM')
+  .action(lazy(async () => (await import('./commands/destroy.js')).destroy));
+
+program
   .command('graph')
   .describe("Show the VM's build graph with each node's state")
   .option('--format', 'text | dot | mermaid | json', 'text')

@@ -32,7 +32,7 @@ export function diffFields(recorded: Record<string, string>, now: Record<string,
   const changed = [...new Set([...Object.keys(recorded), ...Object.keys(now)])]
     .filter((k) => recorded[k] !== now[k])
     .sort(byCodeUnit);
-  const inputs = changed.filter((k) => !k.startsWith('upstream:')).map((k) => k.replace(/^(input|file):/, ''));
+  const inputs = [...new Set(changed.filter((k) => !k.startsWith('upstream:')).map((k) => k.replace(/^(input|file):/, '')))];
   if (inputs.length > 0) return { type: 'input-changed', fields: inputs };
   const nodes = changed.map((k) => k.replace(/^upstream:/, ''));
   return { type: 'upstream-changed', nodes };

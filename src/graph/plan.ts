@@ -84,6 +84,7 @@ export function apiFor<C>(e: Engine<C>, rule: AnyRule<C>, signal: AbortSignal): 
     },
     previous: e.state.output(rule.id),
     signal,
+    digestFile: (path) => e.digests.digest(path),
     progress: () => undefined,
     notice: () => undefined,
   };

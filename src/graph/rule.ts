@@ -29,6 +29,8 @@ export interface NodeApi<C> {
   /** This node's previous output, if any (e.g. to adopt an existing overlay). */
   previous: Output | undefined;
   signal: AbortSignal;
+  /** A file's digest through the run's stat cache: an unchanged file is not read again. */
+  digestFile(path: string): Promise<Digest>;
   progress(message: string, fraction?: number): void;
   notice(message: string): void;
 }

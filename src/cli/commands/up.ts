@@ -41,7 +41,19 @@ export async function up(opts: UpOptions): Promise<number> {
   if (opts.reset && !opts.yes) {
     await confirm(out, 'rum up --reset recreates the VM disk: everything written in the guest is lost. Continue?');
   }
-  const { o, result, plan } = await runGraph(out, opts, planOpts);
+  const { o, result, plan } = await runGraph(out, opts, planOpts, async (vm) => {
+    if (!opts.reset) return;
+    // The disk is about to be replaced: the guest must not be running on it.
+    const [{ stopDomain }, { ownedDomain }] = await Promise.all([
+      import('../../../tasks/running-domain.js'),
+      import('../../../tasks/defined-domain.js'),
+    ]);
+    const ctx = { config: vm.config, vm: vm.vm, env: process.env, generation: 0 };
+    if ((await ownedDomain(ctx)) === 'ours') {
+      out.info('stopping the guest for --reset');
+      await stopDomain(ctx, { timeoutMs: 30_000, force: true, progress: (m) => out.waiting(m) });
+    }
+  });
   throwIfFailed(result);
   for (const h of planHints(plan)) out.notice(h);
   out.result(result, o.config.name);

@@ -1,0 +1,77 @@
+// Owns: the libvirt domain definition for this VM, from rum.yaml's resources, network, mounts
+// and ports. Written with an escaping XML builder; marked as rum's with the owning rum.yaml.
+import { writeAtomic } from '../src/files/atomic.js';
+import { digestOf } from '../src/graph/digest.js';
+import { defineRule } from '../src/graph/rule.js';
+import { fileExists } from './checks.js';
+import { macFor, type RumCtx } from './context.js';
+import { resolveMounts } from './mounts.js';
+
+/** auto: kvm only when it really works here (a /dev/kvm alone is not enough on nested hosts). */
+async function domainType(c: RumCtx): Promise<{ type: 'kvm' | 'qemu'; why?: string }> {
+  const asked = c.config.libvirt.domain_type;
+  if (asked !== 'auto') return { type: asked };
+  const { kvmUsable } = await import('../src/libvirt/caps.js');
+  const v = await kvmUsable();
+  return v.usable ? { type: 'kvm' } : { type: 'qemu', why: v.why };
+}
+
+export const domainXml = defineRule({
+  id: 'domain-xml',
+  kind: 'derived',
+  version: 1,
+  deps: ['ssh-port'],
+  inputs: async (c: RumCtx) => {
+    const { config } = c;
+    const t = await domainType(c);
+    return {
+      name: config.name,
+      'resources.cpus': config.resources.cpus,
+      'resources.memory': config.resources.memory,
+      'libvirt.domain_type': t.type,
+      'libvirt.machine': config.libvirt.machine,
+      network: { mode: config.network.mode, name: config.network.name },
+      mounts: resolveMounts(config, c.env).map(({ why: _, ...m }) => m),
+      ports: config.ports,
+      owner: config.file,
+    };
+  },
+  output: ({ vm }) => vm.path('domainXml'),
+  build: async ({ ctx, inputs: i, upstream, notice }) => {
+    const { domainXml: render } = await import('../src/libvirt/domain-xml.js');
+    const t = await domainType(ctx);
+    if (ctx.config.libvirt.domain_type === 'auto' && t.why) notice(`KVM is not usable here (${t.why}): using TCG emulation, which is slower`);
+    for (const m of resolveMounts(ctx.config, ctx.env)) if (m.why) notice(`mount ${m.target} uses 9p: ${m.why}`);
+    const sshPort = (upstream('ssh-port').data as { port: number }).port;
+    const mac = macFor(i.name, digestOf);
+    const xml = render({
+      name: i.name,
+      title: `rum: ${ctx.config.file}`,
+      memoryBytes: i['resources.memory'],
+      cpus: i['resources.cpus'],
+      domainType: i['libvirt.domain_type'],
+      machine: i['libvirt.machine'],
+      overlayPath: ctx.vm.path('overlay'),
+      overlayFormat: 'qcow2',
+      seedIsoPath: ctx.vm.path('seedIso'),
+      consoleLogPath: ctx.vm.path('console'),
+      network:
+        i.network.mode === 'user'
+          ? { mode: 'user', sshPort, forwards: i.ports, mac }
+          : { mode: 'nat', network: i.network.name, mac },
+      mounts: i.mounts.map((m) => ({
+        type: m.type,
+        source: m.source,
+        tag: m.tag,
+        readonly: m.readonly,
+        // 9p under qemu:///system: QEMU runs as libvirt-qemu; mapped keeps guest ownership in
+        // xattrs so guest writes work without handing the tree to another user.
+        ...(m.type === '9p' ? { accessmode: ctx.config.libvirt.uri.endsWith('/session') ? 'passthrough' : 'mapped' } : {}),
+      })),
+      owner: { configFile: ctx.config.file, vmDir: ctx.vm.dir },
+    } as Parameters<typeof render>[0]);
+    await writeAtomic(ctx.vm.path('domainXml'), xml);
+    return { digest: digestOf(xml) };
+  },
+  check: ({ ctx: { vm } }) => fileExists(vm.path('domainXml')),
+});

@@ -1,0 +1,44 @@
+// Owns: the VM's disk, a qcow2 overlay on the base image. It holds the guest's data: created
+// once, then kept; only --reset or destroy makes a new one. A changed base is reported, never
+// applied.
+import { stat } from 'node:fs/promises';
+import { produceAtomic } from '../src/files/atomic.js';
+import { digestOf } from '../src/graph/digest.js';
+import { defineRule } from '../src/graph/rule.js';
+import { fileExists } from './checks.js';
+import type { RumCtx } from './context.js';
+
+interface BaseData {
+  path: string;
+  format: string;
+  virtualSize: number;
+}
+
+export const overlay = defineRule({
+  id: 'overlay',
+  kind: 'stateful',
+  version: 1,
+  deps: ['base-image'],
+  resettable: true,
+  inputs: (_: RumCtx) => ({}),
+  output: ({ vm }) => vm.path('overlay'),
+  build: async ({ ctx, upstream, action, notice }) => {
+    const { createOverlay, imageInfo } = await import('../src/image/qemu-img.js');
+    const base = upstream('base-image').data as unknown as BaseData;
+    const path = ctx.vm.path('overlay');
+    const exists = await stat(path).then(() => true, () => false);
+    // A disk that exists but has no record (a crash after creating it): adopt it, never replace
+    // it, unless this is a reset.
+    if (exists && action !== 'rebuild') {
+      const info = await imageInfo(path);
+      if (info.backingFile === base.path) return { digest: digestOf(`overlay:${base.path}:adopted`), data: { size: info.virtualSize } };
+    }
+    const size = Math.max(ctx.config.resources.disk, base.virtualSize);
+    if (size > ctx.config.resources.disk)
+      notice(`resources.disk is smaller than the image (${base.virtualSize} bytes): using the image's size`);
+    await produceAtomic(path, (tmp) => createOverlay(tmp, { backing: base.path, backingFormat: base.format, sizeBytes: size }));
+    // Its identity is its creation, not its ever-changing content.
+    return { digest: digestOf(`overlay:${base.path}:${ctx.generation}`), data: { size } };
+  },
+  check: ({ ctx: { vm } }) => fileExists(vm.path('overlay')),
+});

@@ -1,0 +1,71 @@
+// Owns: the domain running. Started when it is not; a running guest whose definition changed
+// is restarted only with --restart, never by surprise.
+import { mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { RumError } from '../src/errors.js';
+import { digestOf } from '../src/graph/digest.js';
+import { defineRule } from '../src/graph/rule.js';
+import { virsh, type RumCtx } from './context.js';
+
+/** NAT needs its libvirt network: an inactive one is started, a missing one is an error. */
+async function ensureNetwork(ctx: RumCtx, notice: (m: string) => void): Promise<void> {
+  if (ctx.config.network.mode !== 'nat') return;
+  const v = await virsh(ctx);
+  const name = ctx.config.network.name;
+  const info = await v.netInfo(name);
+  if (!info)
+    throw new RumError(
+      'LIBVIRT',
+      `libvirt has no network "${name}" on ${ctx.config.libvirt.uri}`,
+      name === 'default'
+        ? 'define it: virsh net-define /usr/share/libvirt/networks/default.xml && virsh net-autostart default; or use network.mode: user'
+        : 'create it with virsh net-define, or set network.name / network.mode: user',
+    );
+  if (!info.active) {
+    notice(`starting libvirt network ${name}`);
+    await v.netStart(name);
+  }
+}
+
+export async function stopDomain(ctx: RumCtx, opts: { timeoutMs: number; force: boolean; progress?: (m: string) => void }): Promise<'stopped' | 'timeout' | 'not-running'> {
+  const v = await virsh(ctx);
+  const name = ctx.config.name;
+  if ((await v.shutdown(name)) === 'not-running') return 'not-running';
+  const deadline = Date.now() + opts.timeoutMs;
+  for (let i = 0; i < 10_000 && Date.now() < deadline; i++) {
+    opts.progress?.(`waiting for the guest to power off (${Math.ceil((deadline - Date.now()) / 1000)} s left)`);
+    const s = await v.domainState(name);
+    if (s === undefined || s === 'shut off' || s === 'crashed') return 'stopped';
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  if (!opts.force) return 'timeout';
+  await v.destroy(name);
+  return 'stopped';
+}
+
+export const runningDomain = defineRule({
+  id: 'running-domain',
+  kind: 'effect',
+  version: 1,
+  deps: ['defined-domain'],
+  after: ['overlay', 'seed-iso'],
+  verbs: { build: 'start', rebuild: 'restart' },
+  restartGuard: true,
+  inputs: (_: RumCtx) => ({}),
+  build: async ({ ctx, upstream, action, progress, notice }) => {
+    const v = await virsh(ctx);
+    if (action === 'restart') {
+      progress('shutting the guest down to apply its new definition');
+      await stopDomain(ctx, { timeoutMs: 60_000, force: true, progress });
+    }
+    await ensureNetwork(ctx, notice);
+    await mkdir(dirname(ctx.vm.path('console')), { recursive: true });
+    await v.start(ctx.config.name);
+    // Each start is a new boot: its identity tells ssh-ready to wait for the guest again.
+    return { digest: digestOf(`${upstream('defined-domain').digest}:${Date.now()}`) };
+  },
+  check: async ({ ctx }) => {
+    const s = await (await virsh(ctx)).domainState(ctx.config.name);
+    return s === 'running' ? { ok: true } : { ok: false, why: `the domain is ${s ?? 'not defined'}` };
+  },
+});
