@@ -49,9 +49,11 @@ async function readOwner(vm: VmDir): Promise<string | undefined> {
   }
 }
 
-/** Creates the VM directory (0700: it holds private keys) and claims it for this rum.yaml. */
+/** Creates the VM directory and claims it for this rum.yaml. */
 export async function claimVm(o: OpenVm): Promise<void> {
-  await mkdir(o.vm.dir, { recursive: true, mode: 0o700 });
+  // 0711: private files inside are 0600, but under qemu:///system QEMU (libvirt-qemu) must
+  // traverse the directory to open the disk and seed libvirt hands it.
+  await mkdir(o.vm.dir, { recursive: true, mode: 0o711 });
   if (!o.exists) await writeAtomic(o.vm.path('owner'), `${JSON.stringify({ config: o.config.file })}\n`);
   o.exists = true;
 }

@@ -30,14 +30,11 @@ async function source(c: RumCtx): Promise<Source> {
 export const baseImage = defineRule({
   id: 'base-image',
   kind: 'fetched',
-  version: 1,
+  version: 2, // 2: keyed by the shorthand, not the mirror's URL
   deps: [],
-  inputs: async (c: RumCtx) => {
-    const s = await source(c);
-    return s.kind === 'path'
-      ? { 'image.base': s.path }
-      : { 'image.base': s.url, 'image.checksum': c.config.image.checksum, sums: s.sums?.url };
-  },
+  // What the image is, not where it comes from: a mirror (image.mirror, RUM_IMAGE_MIRROR) is
+  // only a place to fetch the same bytes, so changing it must not make the image stale.
+  inputs: (c: RumCtx) => ({ 'image.base': localPath(c) ?? c.config.image.base, 'image.checksum': c.config.image.checksum }),
   files: (c: RumCtx): Record<string, string> => {
     const path = localPath(c);
     return path ? { 'image.base': path } : {};

@@ -4,7 +4,7 @@ import { writeAtomic } from '../src/files/atomic.js';
 import { digestOf } from '../src/graph/digest.js';
 import { defineRule } from '../src/graph/rule.js';
 import { fileExists } from './checks.js';
-import { macFor, type RumCtx } from './context.js';
+import { macFor, uuidFor, type RumCtx } from './context.js';
 import { resolveMounts } from './mounts.js';
 
 /** auto: kvm only when it really works here (a /dev/kvm alone is not enough on nested hosts). */
@@ -19,13 +19,14 @@ async function domainType(c: RumCtx): Promise<{ type: 'kvm' | 'qemu'; why?: stri
 export const domainXml = defineRule({
   id: 'domain-xml',
   kind: 'derived',
-  version: 1,
+  version: 2, // 2: the user-mode NIC has a fixed PCI slot
   deps: ['ssh-port'],
   inputs: async (c: RumCtx) => {
     const { config } = c;
     const t = await domainType(c);
     return {
       name: config.name,
+      uuid: uuidFor(config.file, config.name),
       'resources.cpus': config.resources.cpus,
       'resources.memory': config.resources.memory,
       'libvirt.domain_type': t.type,
@@ -46,6 +47,7 @@ export const domainXml = defineRule({
     const mac = macFor(i.name, digestOf);
     const xml = render({
       name: i.name,
+      uuid: i.uuid,
       title: `rum: ${ctx.config.file}`,
       memoryBytes: i['resources.memory'],
       cpus: i['resources.cpus'],

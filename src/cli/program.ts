@@ -34,6 +34,17 @@ program
   .action(lazy(async () => (await import('./commands/build.js')).build));
 
 program
+  .command('exec')
+  .describe('Run a command in the guest (over SSH); exits with its status')
+  .example('exec -- uname -a')
+  .action(lazy(async () => (await import('./commands/exec.js')).exec));
+
+program
+  .command('ssh')
+  .describe("A shell in the guest with OpenSSH (the VM's key, pinned host key); extra args after --")
+  .action(lazy(async () => (await import('./commands/ssh.js')).ssh));
+
+program
   .command('destroy')
   .describe('Stop and delete the VM and its disk (the shared image cache stays)')
   .option('-y, --yes', 'Do not ask for confirmation')

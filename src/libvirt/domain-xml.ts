@@ -274,7 +274,9 @@ function slirpCommandline(net: Extract<DomainNetwork, { mode: 'user' }>): XmlEle
     ...net.forwards.map((f) => `hostfwd=${f.proto}:${f.bind}:${f.host}-:${f.guest}`),
   ];
   const netdev = [`user`, `id=${NETDEV_ID}`, ...hostfwd].join(',');
-  const device = [`virtio-net-pci`, `netdev=${NETDEV_ID}`, ...(net.mac ? [`mac=${net.mac.toLowerCase()}`] : [])].join(',');
+  // An explicit slot on the root bus: left to QEMU, the NIC takes slot 1, which libvirt has
+  // already given to its first pcie-root-port, and the domain fails to start.
+  const device = [`virtio-net-pci`, `netdev=${NETDEV_ID}`, 'bus=pcie.0', 'addr=0x10', ...(net.mac ? [`mac=${net.mac.toLowerCase()}`] : [])].join(',');
   return el(
     'qemu:commandline',
     {},

@@ -55,7 +55,9 @@ export async function up(opts: UpOptions): Promise<number> {
     }
   });
   throwIfFailed(result);
-  for (const h of planHints(plan)) out.notice(h);
+  // What really happened, not what the plan feared: early cutoff may have kept a node fresh.
+  const kept = plan.nodes.filter((n) => result.outcomes.get(n.id)?.type === 'kept');
+  for (const h of planHints({ ...plan, nodes: kept })) out.notice(h);
   out.result(result, o.config.name);
   return 0;
 }

@@ -1,0 +1,69 @@
+// Owns: the guest answering over SSH: an address, the pinned host key, a login with the VM's
+// key, and cloud-init finished. Checked every run (a TCP connect); rebuilt after each start.
+import { readFile } from 'node:fs/promises';
+import { connect as tcpConnect } from 'node:net';
+import { RumError } from '../src/errors.js';
+import { digestOf } from '../src/graph/digest.js';
+import { defineRule } from '../src/graph/rule.js';
+import { virsh, type RumCtx } from './context.js';
+
+export interface SshAddress {
+  host: string;
+  port: number;
+}
+
+function tcpOpen(host: string, port: number, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = tcpConnect({ host, port, timeout: timeoutMs });
+    const done = (ok: boolean) => (s.destroy(), resolve(ok));
+    s.once('connect', () => done(true));
+    s.once('timeout', () => done(false));
+    s.once('error', () => done(false));
+  });
+}
+
+/** Under TCG a cold boot with packages takes minutes; RUM_BOOT_TIMEOUT (seconds) overrides. */
+const bootTimeoutMs = (env: NodeJS.ProcessEnv) => Number(env.RUM_BOOT_TIMEOUT ?? 600) * 1000;
+
+export const sshReady = defineRule({
+  id: 'ssh-ready',
+  kind: 'effect',
+  version: 1,
+  deps: ['running-domain'],
+  after: ['ssh-keys', 'ssh-port'],
+  inputs: (c: RumCtx) => ({ 'ssh.user': c.config.ssh.user, 'network.mode': c.config.network.mode }),
+  build: async ({ ctx, upstream, progress, signal }) => {
+    const [{ waitReady }, { writeKnownHosts }] = await Promise.all([import('../src/ssh/connect.js'), import('../src/ssh/known-hosts.js')]);
+    const { config, vm } = ctx;
+    const port = (upstream('ssh-port').data as { port: number }).port;
+    const mode = config.network.mode;
+    const hostKey = (await readFile(vm.path('hostPub'), 'utf8')).trim();
+    const v = await virsh(ctx);
+    // user networking: the 127.0.0.1 forward; nat: the address of the guest's DHCP lease.
+    let host: string | undefined = mode === 'user' ? '127.0.0.1' : undefined;
+    const ready = await waitReady(
+      { host, port, user: config.ssh.user, privateKey: await readFile(vm.path('clientKey')), hostKey },
+      {
+        timeoutMs: bootTimeoutMs(ctx.env),
+        signal,
+        command: 'cloud-init status --wait',
+        getAddress: async () => (host = (await v.domifaddr(config.name, { source: 'lease' }))?.[0]),
+        onStage: (stage, detail) => progress(`waiting for ${stage === 'cloud-init' ? 'cloud-init to finish' : stage}${detail && stage !== 'cloud-init' ? ` (${detail})` : ''}`),
+      },
+    ).catch((err: unknown) => {
+      if (err instanceof RumError && /exited with status/.test(err.message))
+        throw new RumError('FAILED', `the guest is up, but cloud-init reported an error: ${err.message}`, 'see `rum logs` and `rum logs --provision`; fix rum.yaml and run `rum up --reset` or `rum provision`', { cause: err });
+      if (err instanceof RumError && !err.hint) throw new RumError(err.code, err.message, `the guest's console: ${vm.path('console')}`, { cause: err });
+      throw err;
+    });
+    await ready.session.close();
+    if (!host) throw new RumError('BUG', 'ssh-ready: logged in without an address');
+    await writeKnownHosts(vm.path('knownHosts'), { host, port, alias: `rum-${config.name}`, hostKey });
+    return { digest: digestOf(`${host}:${port}`), data: { host, port } };
+  },
+  check: async ({ previous }) => {
+    const a = previous?.data as SshAddress | undefined;
+    if (!a) return { ok: false, why: 'no address recorded' };
+    return (await tcpOpen(a.host, a.port, 1000)) ? { ok: true } : { ok: false, why: `nothing answers on ${a.host}:${a.port}` };
+  },
+});
