@@ -118,7 +118,7 @@ test('user: SLIRP through qemu:commandline, SSH on 127.0.0.1 and every forward',
     '-netdev',
     'user,id=rumnet0,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=udp:0.0.0.0:5353-:53',
     '-device',
-    'virtio-net-pci,netdev=rumnet0',
+    'virtio-net-pci,netdev=rumnet0,bus=pcie.0,addr=0x10',
   ]);
 });
 
