@@ -196,6 +196,7 @@ async function open(target: SshTarget, opts: OpenOptions): Promise<SshSession> {
   const where = hostPort(target.host, target.port);
   const { Client } = (await import('ssh2')).default;
   opts.signal?.throwIfAborted();
+  if (opts.sock?.destroyed) throw new SshError('handshake', `${where}: the connection closed before the SSH handshake`);
   const client = new Client();
   let offered: Buffer | undefined; // set only when the guest offered a key that is not the pinned one
   let handshook = false;
@@ -310,7 +311,10 @@ export interface WaitReadyOptions {
   /** Run once logged in, e.g. `cloud-init status --wait`; its stage is 'cloud-init'. */
   command?: string;
   okExitCodes?: readonly number[]; // of `command`; default [0]
-  /** Asked on each attempt until it gives an address (e.g. from libvirt's DHCP leases). */
+  /**
+   * Asked until it gives an address (e.g. from libvirt's DHCP leases), and again whenever nothing
+   * answers at that address. Not needed when `host` is given. Its own errors are not retried.
+   */
   getAddress?: () => Promise<string | undefined>;
   maxAttempts?: number; // default: enough that the time bound is the one reached
   attemptTimeoutMs?: number; // one TCP connect + handshake + login; default 20 s
@@ -318,7 +322,7 @@ export interface WaitReadyOptions {
 }
 
 export interface Ready {
-  session: SshSession; // logged in and open: run more commands on it, then close it
+  session: SshSession; // logged in and open: run more commands on it, then close it. session.target.host: the address used
   attempts: number;
   command?: ExecTextResult;
 }
@@ -333,6 +337,7 @@ const MAX_RETRY_DELAY_MS = 2000;
  */
 export async function waitReady(target: WaitTarget, opts: WaitReadyOptions): Promise<Ready> {
   parseHostKey(target.hostKey); // a malformed pin fails now, not after the timeout
+  await import('ssh2'); // loaded before the first socket opens, so no event waits on a module load
   const started = Date.now();
   const deadline = started + opts.timeoutMs;
   const firstDelay = opts.retryDelayMs ?? 250;
@@ -394,9 +399,15 @@ export async function waitReady(target: WaitTarget, opts: WaitReadyOptions): Pro
       if (opts.signal?.aborted) throw opts.signal.reason;
       if (!(err instanceof SshError) || !err.retryable) throw err;
       last = { stage, error: err };
+      // Nothing at that address: it may be a stale lease, so ask again next time.
+      if (stage === 'port' && opts.getAddress) host = target.host;
     }
     const pause = Math.min(firstDelay * 1.5 ** (attempts - 1), MAX_RETRY_DELAY_MS, deadline - Date.now());
-    if (pause > 0) await sleep(pause, undefined, opts.signal ? { signal: opts.signal } : {});
+    if (pause > 0) {
+      await sleep(pause, undefined, opts.signal ? { signal: opts.signal } : {}).catch((err: unknown) => {
+        throw opts.signal?.aborted ? opts.signal.reason : err; // the caller's reason, not timers' AbortError
+      });
+    }
   }
 
   const secs = Math.round((Date.now() - started) / 100) / 10;
