@@ -1,6 +1,8 @@
 // Owns: opening a VM for a command: its config, its directory (refusing another project's),
 // the lock for commands that change things, and the engine over rum's rules.
 import { mkdir, readFile } from 'node:fs/promises';
+import { cachedConfig, rememberConfig } from './config/cache.js';
+import { readConfig } from './config/find.js';
 import { RumError } from './errors.js';
 import { writeAtomic } from './files/atomic.js';
 import { acquireLock, type Lock } from './files/lock.js';
@@ -26,8 +28,13 @@ export interface OpenVm {
 
 export async function openVm(opts: GlobalOptions): Promise<OpenVm> {
   const env = opts.env ?? process.env;
-  const [{ loadConfig }] = await Promise.all([import('./config/load.js'), initDigests()]);
-  const config = await loadConfig({ file: opts.config, cwd: opts.cwd, env });
+  const [{ file, text }] = await Promise.all([readConfig({ file: opts.config, cwd: opts.cwd }), initDigests()]);
+  let config = await cachedConfig(file, text, env);
+  if (!config) {
+    const { parseConfig } = await import('./config/load.js'); // yaml + zod: only for a new or changed file
+    config = await parseConfig(text, file, env);
+    await rememberConfig(file, text, env, config);
+  }
   const vm = new VmDir(config.name, env);
   const owner = await readOwner(vm);
   if (owner !== undefined && owner !== config.file) {

@@ -33,31 +33,33 @@ export const sshReady = defineRule({
   after: ['ssh-keys', 'ssh-port'],
   inputs: (c: RumCtx) => ({ 'ssh.user': c.config.ssh.user, 'network.mode': c.config.network.mode }),
   build: async ({ ctx, upstream, progress, signal }) => {
-    const [{ waitReady }, { writeKnownHosts }] = await Promise.all([import('../src/ssh/connect.js'), import('../src/ssh/known-hosts.js')]);
+    const [{ waitReady, SshError }, { writeKnownHosts }] = await Promise.all([import('../src/ssh/connect.js'), import('../src/ssh/known-hosts.js')]);
     const { config, vm } = ctx;
     const port = (upstream('ssh-port').data as { port: number }).port;
     const mode = config.network.mode;
     const hostKey = (await readFile(vm.path('hostPub'), 'utf8')).trim();
     const v = await virsh(ctx);
     // user networking: the 127.0.0.1 forward; nat: the address of the guest's DHCP lease.
-    let host: string | undefined = mode === 'user' ? '127.0.0.1' : undefined;
+    const userHost = mode === 'user' ? '127.0.0.1' : undefined;
+
     const ready = await waitReady(
-      { host, port, user: config.ssh.user, privateKey: await readFile(vm.path('clientKey')), hostKey },
+      { host: userHost, port, user: config.ssh.user, privateKey: await readFile(vm.path('clientKey')), hostKey },
       {
         timeoutMs: bootTimeoutMs(ctx.env),
         signal,
         command: 'cloud-init status --wait',
-        getAddress: async () => (host = (await v.domifaddr(config.name, { source: 'lease' }))?.[0]),
+        okExitCodes: [0, 2], // 2: cloud-init's "degraded" (newer releases): up, with warnings
+        getAddress: async () => (await v.domifaddr(config.name, { source: 'lease' }))?.[0],
         onStage: (stage, detail) => progress(`waiting for ${stage === 'cloud-init' ? 'cloud-init to finish' : stage}${detail && stage !== 'cloud-init' ? ` (${detail})` : ''}`),
       },
     ).catch((err: unknown) => {
-      if (err instanceof RumError && /exited with status/.test(err.message))
+      if (err instanceof SshError && err.kind === 'command-failed')
         throw new RumError('FAILED', `the guest is up, but cloud-init reported an error: ${err.message}`, 'see `rum logs` and `rum logs --provision`; fix rum.yaml and run `rum up --reset` or `rum provision`', { cause: err });
       if (err instanceof RumError && !err.hint) throw new RumError(err.code, err.message, `the guest's console: ${vm.path('console')}`, { cause: err });
       throw err;
     });
+    const host = ready.session.target.host; // the address that really answered
     await ready.session.close();
-    if (!host) throw new RumError('BUG', 'ssh-ready: logged in without an address');
     await writeKnownHosts(vm.path('knownHosts'), { host, port, alias: `rum-${config.name}`, hostKey });
     return { digest: digestOf(`${host}:${port}`), data: { host, port } };
   },

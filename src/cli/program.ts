@@ -45,6 +45,14 @@ program
   .action(lazy(async () => (await import('./commands/ssh.js')).ssh));
 
 program
+  .command('logs')
+  .describe("cloud-init's output log from the guest; --console: the serial console; --provision: the provision scripts")
+  .option('-f, --follow', 'Keep printing as the log grows (Ctrl-C ends)')
+  .option('--console', 'The serial console log (works even when SSH never came up)')
+  .option('--provision', 'Output and exit status of provision.system and provision.boot')
+  .action(lazy(async () => (await import('./commands/logs.js')).logs));
+
+program
   .command('destroy')
   .describe('Stop and delete the VM and its disk (the shared image cache stays)')
   .option('-y, --yes', 'Do not ask for confirmation')

@@ -1,8 +1,6 @@
 // Owns: finding rum.yaml, parsing it with positions, and turning every problem in it into a
 // Diagnostic that points at the line, all at once. Not: what a valid field is (schema.ts), checks
 // across fields or on the filesystem (rules.ts), or printing (frame.ts, through the CLI).
-import { statSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import {
@@ -22,45 +20,22 @@ import {
 } from 'yaml';
 import { z } from 'zod';
 import { ConfigError, RumError, type Diagnostic } from '../errors.js';
+import { readConfig } from './find.js';
+import { CONFIG_FILE } from './find.js';
+export { CONFIG_FILE, findConfig } from './find.js';
 import { checkRules, isSessionUri, type ConfigPath, type Locate, type Place } from './rules.js';
 import { RumYamlSchema, type Config } from './schema.js';
 
-export const CONFIG_FILE = 'rum.yaml';
 
 // A rum.yaml has no use for more; a "billion laughs" document needs far more to do harm.
 const MAX_ALIASES = 50;
-
-/** The rum.yaml in `startDir` or the nearest parent directory, like git finds .git. */
-export function findConfig(startDir: string): string {
-  const start = resolve(startDir);
-  for (let dir = start; ; dir = dirname(dir)) {
-    const candidate = join(dir, CONFIG_FILE);
-    if (isFile(candidate)) return candidate;
-    if (dirname(dir) === dir) break;
-  }
-  throw new RumError(
-    'CONFIG_INVALID',
-    `no ${CONFIG_FILE} in ${start} or any directory above it`,
-    `create one with \`rum init\`, or name one with -c PATH`,
-  );
-}
 
 /**
  * Read, parse and check rum.yaml, and resolve its defaults. Throws ConfigError with every problem
  * found (syntax first: when the YAML itself is broken, nothing else in it can be trusted).
  */
 export async function loadConfig(opts: { file?: string; cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<Config> {
-  const cwd = resolve(opts.cwd ?? process.cwd());
-  let file = opts.file === undefined ? findConfig(cwd) : resolve(cwd, opts.file);
-  if (opts.file !== undefined && isDirectory(file)) file = join(file, CONFIG_FILE);
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new RumError('CONFIG_INVALID', `${file} does not exist`, 'create it with `rum init`', { cause: err });
-    throw new RumError('CONFIG_INVALID', `cannot read ${file}: ${(err as Error).message}`, undefined, { cause: err });
-  }
+  const { file, text } = await readConfig(opts);
   return parseConfig(text, file, opts.env ?? process.env);
 }
 
@@ -80,7 +55,7 @@ export function vmNameFromDir(dirName: string): string | undefined {
   return label === '' ? undefined : label;
 }
 
-async function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv): Promise<Config> {
+export async function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv): Promise<Config> {
   const lines = new LineCounter();
   const doc = parseDocument(text, {
     lineCounter: lines,
@@ -516,18 +491,3 @@ function expandHome(p: string, env: NodeJS.ProcessEnv): string {
   return join(env.HOME && env.HOME.startsWith('/') ? env.HOME : homedir(), p.slice(1));
 }
 
-function isFile(p: string): boolean {
-  try {
-    return statSync(p).isFile();
-  } catch {
-    return false;
-  }
-}
-
-function isDirectory(p: string): boolean {
-  try {
-    return statSync(p).isDirectory();
-  } catch {
-    return false;
-  }
-}

@@ -1,0 +1,86 @@
+// VM figures for make bench, in the sandboxed environment: a no-op `rum up` on a running VM,
+// and a cold `up` (image cached) to SSH-ready beside the guest's own boot-to-sshd time.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+
+type Add = (what: string, rum: string, baseline: string, target: string) => void;
+interface Tools {
+  median(xs: number[]): number;
+  time(cmd: string[], opts?: { runs?: number; warmup?: number; cwd?: string; env?: NodeJS.ProcessEnv }): number;
+}
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const rum = join(root, 'bin/rum.js');
+const inNs = join(root, 'test/e2e/rum-in-ns');
+const ms = (x: number) => `${x.toFixed(1)} ms`;
+
+export async function vmBench(add: Add, { median, time }: Tools): Promise<void> {
+  console.error('rum bench: VM figures (sandboxed libvirtd)');
+  const mirror = execFileSync(join(root, 'test/e2e/image-mirror.sh'), ['start'], { encoding: 'utf8' }).trim();
+  const work = mkdtempSync(join(tmpdir(), 'rum-bench-vm-'));
+  execFileSync('chmod', ['755', work]);
+  const proj = join(work, 'proj');
+  mkdirSync(proj);
+  const name = 'rumtest-bench';
+  writeFileSync(join(proj, 'rum.yaml'), stringify({ name, image: { base: 'debian-12' }, resources: { cpus: 2, memory: '1G', disk: '3G' }, network: { mode: 'user' } }));
+  const envArgs = [`XDG_DATA_HOME=${join(work, 'data')}`, `XDG_CACHE_HOME=${join(work, 'cache')}`, `RUM_IMAGE_MIRROR=${mirror}`, 'NO_COLOR=1'];
+  const rumCmd = (...args: string[]) => [inNs, 'env', ...envArgs, process.execPath, rum, ...args];
+  const run = (...args: string[]) => execFileSync(rumCmd(...args)[0]!, rumCmd(...args).slice(1), { cwd: proj, stdio: 'ignore' });
+  try {
+    // Image fetched once (not part of the cold figure: "image cached").
+    run('build', 'base-image');
+    const colds: number[] = [];
+    const guests: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const t0 = Date.now();
+      run('up');
+      colds.push(Date.now() - t0);
+      guests.push(sshdListening(join(work, 'data', 'rum', name, 'console.log')));
+      if (i < 2) run('destroy', '-y');
+      if (i < 2) run('build', 'base-image');
+    }
+    const cold = median(colds) / 1000;
+    const guest = median(guests);
+    add('cold `rum up` (image cached) to SSH-ready + cloud-init done', `${cold.toFixed(1)} s`, `guest kernel start → sshd listening: ${guest.toFixed(1)} s (${(cold / guest).toFixed(2)}x)`, '≤ 1.10x');
+
+    const noop = time(rumCmd('up'), { cwd: proj, runs: 15 });
+    const virshList = time(['virsh', '-c', 'qemu:///system', 'list'], { runs: 15 });
+    const nodeStart = time([process.execPath, '-e', '0'], { runs: 15 });
+    add('no-op `rum up` on a running VM', ms(noop), `virsh list: ${ms(virshList)}, node -e 0: ${ms(nodeStart)}`, '≤ 150 ms');
+    const graph = time(rumCmd('graph'), { cwd: proj, runs: 15 });
+    const dry = time(rumCmd('up', '--dry-run'), { cwd: proj, runs: 15 });
+    add('`rum graph` on a running VM', ms(graph), `node -e 0: ${ms(nodeStart)}`, '≤ 120 ms');
+    add('`rum up --dry-run` on a running VM', ms(dry), `node -e 0: ${ms(nodeStart)}`, '≤ 120 ms');
+
+    const exec = time(rumCmd('exec', '--', 'true'), { cwd: proj, runs: 10 });
+    const port = JSON.parse(readFileSync(join(work, 'data', 'rum', name, 'state.json'), 'utf8')).nodes['ssh-ready'].data.port;
+    const key = join(work, 'data', 'rum', name, 'id_ed25519');
+    const known = join(work, 'data', 'rum', name, 'known_hosts');
+    const plain = time([inNs, 'ssh', '-i', key, '-o', `UserKnownHostsFile=${known}`, '-o', `HostKeyAlias=rum-${name}`, '-o', 'StrictHostKeyChecking=yes', '-p', String(port), 'rum@127.0.0.1', 'true'], { runs: 10 });
+    add('`rum exec -- true` on a ready VM', ms(exec), `plain ssh, same key: ${ms(plain)}`, '≤ plain ssh');
+  } finally {
+    try {
+      run('destroy', '-y');
+    } catch {
+      /* reported by the run that failed */
+    }
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/** Seconds from the guest kernel's start to sshd listening, from the serial console's timestamps. */
+function sshdListening(consoleLog: string): number {
+  const text = readFileSync(consoleLog, 'utf8');
+  // The last boot in the log; systemd prints no timestamps, so use the kernel's [ seconds ] of the
+  // nearest line after "Started ssh.service".
+  const i = text.lastIndexOf('Started ssh.service');
+  const after = /\[\s*(\d+\.\d+)\]/.exec(text.slice(i));
+  const before = [...text.slice(0, i).matchAll(/\[\s*(\d+\.\d+)\]/g)].pop();
+  const t = Number((after ?? before)?.[1]);
+  if (!Number.isFinite(t)) throw new Error(`no sshd start in ${consoleLog}`);
+  return t;
+}
