@@ -12,6 +12,8 @@ deps:
 
 build:
 	@npx tsc -p tsconfig.json
+	@node scripts/bundle.mjs
+	@node bin/rum.js schema > dist/rum.schema.json
 
 unit: build
 	node --test --test-reporter=spec $(UNIT_TESTS)

@@ -1,3 +1,14 @@
 #!/usr/bin/env node
-// The compiled CLI lives in dist/ (make build); this file only points at it.
-import '../dist/src/cli/main.js';
+// Runs the bundled CLI (make build: dist/bundle, quicker to load), or the plain tsc output when
+// that is newer (a tsc-only build during development must never run a stale bundle).
+import { statSync } from 'node:fs';
+
+const mtime = (rel) => {
+  try {
+    return statSync(new URL(rel, import.meta.url)).mtimeMs;
+  } catch {
+    return -1;
+  }
+};
+const bundle = mtime('../dist/bundle/main.js');
+await import(bundle >= 0 && bundle >= mtime('../dist/src/cli/main.js') ? '../dist/bundle/main.js' : '../dist/src/cli/main.js');

@@ -36,3 +36,28 @@ export function uuidFor(configFile: string, name: string): string {
   // RFC 4122 shape: version 8 (custom), variant 10.
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-8${h.slice(13, 16)}-${((parseInt(h[16]!, 16) & 0x3) | 0x8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
+
+export interface DomainFacts {
+  state: import('../src/libvirt/virsh.js').DomainState | undefined; // undefined: no such domain
+  inactiveXml: string | undefined;
+}
+
+// One look at libvirt per run, shared by every check that asks about the domain (both queries at
+// once: each virsh call is a process and a round trip to libvirtd). Builds that change the
+// domain forget it.
+const facts = new WeakMap<RumCtx, Promise<DomainFacts>>();
+export function domainFacts(ctx: RumCtx): Promise<DomainFacts> {
+  let f = facts.get(ctx);
+  if (!f) {
+    f = virsh(ctx).then(async (v) => {
+      const [state, inactiveXml] = await Promise.all([v.domainState(ctx.config.name), v.dumpxml(ctx.config.name, { inactive: true })]);
+      return { state, inactiveXml };
+    });
+    facts.set(ctx, f);
+    f.catch(() => facts.delete(ctx));
+  }
+  return f;
+}
+export function forgetDomainFacts(ctx: RumCtx): void {
+  facts.delete(ctx);
+}

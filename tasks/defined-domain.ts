@@ -2,12 +2,11 @@
 // same name that does not carry rum's mark for this rum.yaml.
 import { RumError } from '../src/errors.js';
 import { defineRule } from '../src/graph/rule.js';
-import { virsh, type RumCtx } from './context.js';
+import { domainFacts, forgetDomainFacts, virsh, type RumCtx } from './context.js';
 
 /** The domain's owner mark, 'absent', or a refusal when it is not ours. */
 export async function ownedDomain(ctx: RumCtx): Promise<'absent' | 'ours'> {
-  const v = await virsh(ctx);
-  const xml = await v.dumpxml(ctx.config.name, { inactive: true });
+  const xml = (await domainFacts(ctx)).inactiveXml;
   if (xml === undefined) return 'absent';
   const { readOwnerMark } = await import('../src/libvirt/domain-xml.js');
   const mark = readOwnerMark(xml);
@@ -31,6 +30,7 @@ export const definedDomain = defineRule({
   build: async ({ ctx, upstream }) => {
     await ownedDomain(ctx);
     await (await virsh(ctx)).define(ctx.vm.path('domainXml'));
+    forgetDomainFacts(ctx);
     return { digest: upstream('domain-xml').digest };
   },
   check: async ({ ctx }) =>

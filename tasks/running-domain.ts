@@ -5,7 +5,7 @@ import { dirname } from 'node:path';
 import { RumError } from '../src/errors.js';
 import { digestOf } from '../src/graph/digest.js';
 import { defineRule } from '../src/graph/rule.js';
-import { virsh, type RumCtx } from './context.js';
+import { domainFacts, forgetDomainFacts, virsh, type RumCtx } from './context.js';
 
 /** NAT needs its libvirt network: an inactive one is started, a missing one is an error. */
 async function ensureNetwork(ctx: RumCtx, notice: (m: string) => void): Promise<void> {
@@ -35,11 +35,15 @@ export async function stopDomain(ctx: RumCtx, opts: { timeoutMs: number; force: 
   for (let i = 0; i < 10_000 && Date.now() < deadline; i++) {
     opts.progress?.(`waiting for the guest to power off (${Math.ceil((deadline - Date.now()) / 1000)} s left)`);
     const s = await v.domainState(name);
-    if (s === undefined || s === 'shut off' || s === 'crashed') return 'stopped';
+    if (s === undefined || s === 'shut off' || s === 'crashed') {
+      forgetDomainFacts(ctx);
+      return 'stopped';
+    }
     await new Promise((r) => setTimeout(r, 500));
   }
   if (!opts.force) return 'timeout';
   await v.destroy(name);
+  forgetDomainFacts(ctx);
   return 'stopped';
 }
 
@@ -61,11 +65,12 @@ export const runningDomain = defineRule({
     await ensureNetwork(ctx, notice);
     await mkdir(dirname(ctx.vm.path('console')), { recursive: true });
     await v.start(ctx.config.name);
+    forgetDomainFacts(ctx);
     // Each start is a new boot: its identity tells ssh-ready to wait for the guest again.
     return { digest: digestOf(`${upstream('defined-domain').digest}:${Date.now()}`) };
   },
   check: async ({ ctx }) => {
-    const s = await (await virsh(ctx)).domainState(ctx.config.name);
+    const s = (await domainFacts(ctx)).state;
     return s === 'running' ? { ok: true } : { ok: false, why: `the domain is ${s ?? 'not defined'}` };
   },
 });

@@ -4,6 +4,11 @@ import { program } from './program.js';
 import { Output } from './output.js';
 
 const json = process.argv.includes('--json');
+// `rum graph | head`: a reader that stops early is not an error.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw err;
+});
 try {
   const parsed = program.parse(process.argv, { lazy: true });
   if (parsed) {

@@ -34,6 +34,19 @@ program
   .action(lazy(async () => (await import('./commands/build.js')).build));
 
 program
+  .command('status')
+  .describe("The VM's state, address, uptime, resources, mounts, ports and every node fresh or stale")
+  .action(lazy(async () => (await import('./commands/status.js')).status));
+
+program
+  .command('down')
+  .describe('Shut the guest down (ACPI), waiting up to --timeout; the disk is kept')
+  .option('-t, --timeout', 'Seconds to wait for the guest to power off', 60)
+  .option('-f, --force', 'Pull the plug when it does not power off in time')
+  .option('--no-wait', 'Fail at once if another rum is working on this VM')
+  .action(lazy(async () => (await import('./commands/down.js')).down));
+
+program
   .command('exec')
   .describe('Run a command in the guest (over SSH); exits with its status')
   .example('exec -- uname -a')
@@ -43,6 +56,24 @@ program
   .command('ssh')
   .describe("A shell in the guest with OpenSSH (the VM's key, pinned host key); extra args after --")
   .action(lazy(async () => (await import('./commands/ssh.js')).ssh));
+
+program
+  .command('ssh-config')
+  .describe('A Host block for ~/.ssh/config (ssh, scp, rsync, VS Code Remote-SSH)')
+  .action(lazy(async () => (await import('./commands/ssh-config.js')).sshConfig));
+
+program
+  .command('provision')
+  .describe("Run rum.yaml's provision scripts again in the guest (both, or --system / --boot)")
+  .option('--system', 'Only provision.system')
+  .option('--boot', 'Only provision.boot')
+  .action(lazy(async () => (await import('./commands/provision.js')).provision));
+
+program
+  .command('init')
+  .describe('Write a commented rum.yaml here (never overwrites one)')
+  .option('--image', 'image.base for it', 'debian-12')
+  .action(lazy(async () => (await import('./commands/init.js')).init));
 
 program
   .command('logs')

@@ -24,6 +24,12 @@ export async function imageMirror(): Promise<string> {
 }
 
 export async function e2eProject(t: TestContext, config: Record<string, unknown>, opts: { user?: string } = {}): Promise<E2eProject> {
+  // Registered before the scratch directory's removal, so it runs first (after-hooks run in
+  // order): the VM is destroyed while its directory still exists.
+  let project: E2eProject | undefined;
+  t.after(async () => {
+    if (project) await project.rum('destroy', '-y');
+  });
   const root = await scratchDir(t, opts.user ? { owner: opts.user } : {});
   const dir = join(root, 'proj');
   await mkdir(dir);
@@ -77,6 +83,7 @@ export async function e2eProject(t: TestContext, config: Record<string, unknown>
       await write(c);
     },
   };
+  project = p;
   return p;
 }
 

@@ -40,7 +40,6 @@ test('rum up: cold boot, no-op, --restart keeps data, --reset starts afresh, des
       boot: 'echo boot >> /var/lib/rum/boot-runs\n',
     },
   });
-  t.after(() => p.rum('destroy', '-y'));
   const consoleTail = () => tail(join(p.vmDir, 'console.log'), 40);
 
   // Cold: every node built, the guest answers, cloud-init is done and did its work.
@@ -119,7 +118,6 @@ test('rum up: NAT networking on the libvirt default network (system)', async (t)
     resources: { cpus: 1, memory: '1G', disk: '3G' },
     network: { mode: 'nat' },
   });
-  t.after(() => p.rum('destroy', '-y'));
   const up = await p.rumJson('up');
   assert.equal(up.ok, true, `${JSON.stringify(up.failure)}\n${tail(join(p.vmDir, 'console.log'))}`);
   const addr = await p.exec("ip -4 -o addr show scope global | awk '{print $4}'");
@@ -140,7 +138,6 @@ test('rum up: qemu:///session as an unprivileged user (user networking)', async 
     },
     { user: TEST_USER },
   );
-  t.after(() => p.rum('destroy', '-y'));
   const up = await p.rumJson('up');
   assert.equal(up.ok, true, `${JSON.stringify(up.failure)}\n${tail(join(p.vmDir, 'console.log'))}`);
   assert.equal((await p.exec('id -un')).stdout.trim(), 'rum');

@@ -25,7 +25,8 @@ export async function runGraph(
   out: Output,
   opts: CommonOptions,
   planOpts: PlanOptions,
-  before?: (o: OpenVm, plan: Plan) => Promise<void>,
+  /** Runs under the lock, before anything is assessed (so what it changes is seen). */
+  before?: (o: OpenVm) => Promise<void>,
 ): Promise<{ o: OpenVm; result: RunResult; plan: Plan }> {
   const controller = new AbortController();
   let interrupts = 0;
@@ -43,9 +44,9 @@ export async function runGraph(
     onWait: (pid) => out.info(`waiting for another rum (pid ${pid}) to finish with VM ${o.config.name}...`),
   });
   try {
+    await before?.(o);
     const e = await engineFor(o, planOpts);
     const plan = await makePlan(e, controller.signal);
-    await before?.(o, plan);
     if (planOpts.reset) await e.state.bumpGeneration();
     const result = await execute(e, plan, { signal: controller.signal, onEvent: (ev) => out.event(ev) });
     await e.digests.save();
