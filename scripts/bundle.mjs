@@ -2,9 +2,10 @@
 // linking hundreds of small module files, not running them. Code splitting keeps every
 // `await import()` a separate chunk, loaded only by the commands that use it.
 import { build } from 'esbuild';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 
 const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
+rmSync('dist/bundle', { recursive: true, force: true }); // chunk names change: no stale ones
 await build({
   entryPoints: ['src/cli/main.ts'],
   outdir: 'dist/bundle',

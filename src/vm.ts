@@ -26,8 +26,13 @@ export interface OpenVm {
   exists: boolean;
 }
 
-export async function openVm(opts: GlobalOptions): Promise<OpenVm> {
+// The rule set is needed by every graph command: start loading it with the config, not after.
+let rulesModule: Promise<typeof import('../tasks/index.js')> | undefined;
+const loadRules = () => (rulesModule ??= import('../tasks/index.js'));
+
+export async function openVm(opts: GlobalOptions & { rules?: boolean }): Promise<OpenVm> {
   const env = opts.env ?? process.env;
+  if (opts.rules) void loadRules().catch(() => undefined); // awaited (and reported) in engineFor
   const [{ file, text }] = await Promise.all([readConfig({ file: opts.config, cwd: opts.cwd }), initDigests()]);
   let config = await cachedConfig(file, text, env);
   if (!config) {
@@ -77,7 +82,7 @@ export async function lockVm(o: OpenVm, opts: { noWait?: boolean; onWait?: (pid:
 
 export async function engineFor(o: OpenVm, opts: PlanOptions, env = process.env): Promise<Engine<RumCtx>> {
   const [{ rules }, state, digests] = await Promise.all([
-    import('../tasks/index.js'),
+    loadRules(),
     StateStore.open(o.exists ? o.vm.path('state') : undefined),
     DigestCache.open(o.exists ? o.vm.path('digestCache') : undefined),
   ]);

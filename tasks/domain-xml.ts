@@ -3,6 +3,7 @@
 import { writeAtomic } from '../src/files/atomic.js';
 import { digestOf } from '../src/graph/digest.js';
 import { defineRule } from '../src/graph/rule.js';
+import { kvmUsable } from '../src/libvirt/caps.js';
 import { fileExists } from './checks.js';
 import { macFor, uuidFor, type RumCtx } from './context.js';
 import { resolveMounts } from './mounts.js';
@@ -11,7 +12,6 @@ import { resolveMounts } from './mounts.js';
 async function domainType(c: RumCtx): Promise<{ type: 'kvm' | 'qemu'; why?: string }> {
   const asked = c.config.libvirt.domain_type;
   if (asked !== 'auto') return { type: asked };
-  const { kvmUsable } = await import('../src/libvirt/caps.js');
   const v = await kvmUsable();
   return v.usable ? { type: 'kvm' } : { type: 'qemu', why: v.why };
 }

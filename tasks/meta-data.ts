@@ -3,7 +3,6 @@
 import { digestOf } from '../src/graph/digest.js';
 import { defineRule } from '../src/graph/rule.js';
 import { writeAtomic } from '../src/files/atomic.js';
-import { metaDataDocument } from '../src/cloudinit/documents.js';
 import { fileExists } from './checks.js';
 import type { RumCtx } from './context.js';
 
@@ -16,6 +15,7 @@ export const metaData = defineRule({
   output: ({ vm }) => vm.path('metaData'),
   check: ({ ctx: { vm } }) => fileExists(vm.path('metaData')),
   build: async ({ ctx, inputs }) => {
+    const { metaDataDocument } = await import('../src/cloudinit/documents.js'); // loads yaml
     const text = metaDataDocument({ instanceId: inputs['instance-id'], hostname: inputs['network.hostname'] });
     await writeAtomic(ctx.vm.path('metaData'), text);
     return { digest: digestOf(text) };

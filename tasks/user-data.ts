@@ -1,7 +1,6 @@
 // Owns: the #cloud-config user-data: the ssh user with the VM's key, the pinned host key,
 // packages, provision scripts and mount entries. Not: the seed ISO (seed-iso.ts).
 import { readFile } from 'node:fs/promises';
-import { userDataDocument } from '../src/cloudinit/documents.js';
 import { writeAtomic } from '../src/files/atomic.js';
 import { digestOf } from '../src/graph/digest.js';
 import { defineRule } from '../src/graph/rule.js';
@@ -27,6 +26,7 @@ export const userData = defineRule({
   output: ({ vm }) => vm.path('userData'),
   check: ({ ctx: { vm } }) => fileExists(vm.path('userData')),
   build: async ({ ctx: { vm }, inputs: i }) => {
+    const { userDataDocument } = await import('../src/cloudinit/documents.js'); // loads yaml
     const read = (f: 'clientPub' | 'hostKey' | 'hostPub') => readFile(vm.path(f), 'utf8').then((s) => s.trim());
     const text = userDataDocument({
       hostname: i['network.hostname'],
