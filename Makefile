@@ -32,7 +32,7 @@ env-stop:
 # e2e files boot VMs on a 2-core machine. The environment is stopped even when tests fail.
 test: deps build image
 	@test/e2e/env.sh start
-	@status=0; node --test --test-concurrency=1 --test-reporter=spec $(UNIT_TESTS) $(E2E_TESTS) || status=$$?; \
+	@status=0; RUM_E2E_REQUIRE=1 node --test --test-concurrency=1 --test-reporter=spec $(UNIT_TESTS) $(E2E_TESTS) || status=$$?; \
 	  test/e2e/env.sh stop; exit $$status
 
 demo: deps build image

@@ -23,6 +23,7 @@ program
   .option('--reset', 'Recreate the disk and seed: a fresh first boot (asks first; -y skips)')
   .option('--restart', 'Restart a running VM whose definition changed')
   .option('-y, --yes', 'Do not ask for confirmation')
+  .option('--attach', 'Stay in the foreground: port forwards (nat) and the inotify bridge, until Ctrl-C')
   .option('--no-wait', 'Fail at once if another rum is working on this VM')
   .action(lazy(async () => (await import('./commands/up.js')).up));
 
@@ -56,6 +57,11 @@ program
   .command('ssh')
   .describe("A shell in the guest with OpenSSH (the VM's key, pinned host key); extra args after --")
   .action(lazy(async () => (await import('./commands/ssh.js')).ssh));
+
+program
+  .command('forward')
+  .describe("Forward rum.yaml's ports to the guest over SSH (nat mode), until Ctrl-C")
+  .action(lazy(async () => (await import('./commands/forward.js')).forward));
 
 program
   .command('ssh-config')

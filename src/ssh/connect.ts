@@ -84,6 +84,20 @@ export class SshSession {
     return this.closedFlag;
   }
 
+  /** A TCP stream to `host:port` as seen from the guest (a direct-tcpip channel). */
+  forwardOut(fromHost: string, fromPort: number, host: string, port: number): Promise<import('node:stream').Duplex> {
+    if (this.closedFlag) return Promise.reject(this.lost(`forward to ${host}:${port}`));
+    return new Promise((resolve, reject) => {
+      try {
+        this.client.forwardOut(fromHost, fromPort, host, port, (err, ch) =>
+          err ? reject(new SshError('connection-lost', `${this.where}: cannot forward to ${host}:${port}: ${err.message}`, undefined, { cause: err })) : resolve(ch),
+        );
+      } catch (err) {
+        reject(this.lost(`forward to ${host}:${port}`, err));
+      }
+    });
+  }
+
   async exec(command: string, opts: ExecOptions = {}): Promise<ExecResult> {
     opts.signal?.throwIfAborted();
     if (this.closedFlag) throw this.lost(command);

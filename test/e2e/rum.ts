@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { execa } from 'execa';
 import { parse, stringify } from 'yaml';
-import { inNs, repoRoot, rumBin, scratchDir, userIds } from './env.js';
+import { PYTHON, inNs, repoRoot, rumBin, scratchDir, userIds } from './env.js';
 
 export interface E2eProject {
   dir: string;
@@ -14,6 +14,8 @@ export interface E2eProject {
   rum(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }>;
   rumJson<T = any>(...args: string[]): Promise<T>;
   exec(command: string): Promise<{ code: number; stdout: string; stderr: string }>;
+  /** rum in the background (e.g. `forward`), ended with SIGINT like Ctrl-C, by its PID. */
+  rumBackground(...args: string[]): { stop(): Promise<number> };
   editConfig(edit: (c: any) => void): Promise<void>;
 }
 
@@ -77,6 +79,22 @@ export async function e2eProject(t: TestContext, config: Record<string, unknown>
       }
     },
     exec: (command) => p.rum('exec', '--', 'sh', '-c', command),
+    rumBackground: (...args) => {
+      const child = inNs('env', [...Object.entries(env).map(([k, v]) => `${k}=${v}`), process.execPath, rumBin, ...args], {
+        cwd: dir,
+        reject: false,
+        stdin: 'ignore',
+        timeout: 10 * 60_000,
+        ...(opts.user ? { user: opts.user } : {}),
+      }) as Promise<unknown> & { kill(signal: NodeJS.Signals): boolean; exitCode?: number | null };
+      return {
+        stop: async () => {
+          child.kill('SIGINT'); // rum-in-ns execs into ip netns exec, which execs env, then node: one PID
+          const r = (await child) as { exitCode?: number };
+          return r.exitCode ?? -1;
+        },
+      };
+    },
     editConfig: async (edit) => {
       const c = parse(await readFile(file, 'utf8'));
       edit(c);
@@ -89,3 +107,17 @@ export async function e2eProject(t: TestContext, config: Record<string, unknown>
 
 /** Ids of the nodes a run built (or rebuilt), sorted. */
 export const builtIds = (res: { built: string[] }) => [...res.built].sort();
+
+/** An HTTP GET from inside the namespace (where the forwards listen). Bounded retries. */
+export async function httpGetInNs(url: string): Promise<string> {
+  const code = `
+import sys, time, urllib.request
+for i in range(40):
+    try:
+        print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode()); sys.exit(0)
+    except Exception as e:
+        last = e; time.sleep(0.5)
+print(last, file=sys.stderr); sys.exit(1)`;
+  return String((await inNs(PYTHON, ['-c', code, url], { timeout: 60_000 })).stdout);
+}
+

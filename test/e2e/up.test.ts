@@ -5,8 +5,8 @@ import assert from 'node:assert/strict';
 import { access, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { DOMAIN_PREFIX, TEST_USER, bootSkipReason, repoUrl, tail, virsh } from './env.js';
-import { builtIds, e2eProject } from './rum.js';
+import { DOMAIN_PREFIX, TEST_USER, bootSkipReason, freePortInNs, repoUrl, tail, virsh } from './env.js';
+import { builtIds, e2eProject, httpGetInNs } from './rum.js';
 
 const ALL_NODES = [
   'base-image',
@@ -112,16 +112,27 @@ test('rum up: cold boot, no-op, --restart keeps data, --reset starts afresh, des
 test('rum up: NAT networking on the libvirt default network (system)', async (t) => {
   const why = bootSkipReason();
   if (why) return t.skip(why);
+  const hostPort = await freePortInNs();
   const p = await e2eProject(t, {
     name: `${DOMAIN_PREFIX}nat`,
     image: { base: 'debian-12' },
     resources: { cpus: 1, memory: '1G', disk: '3G' },
     network: { mode: 'nat' },
+    ports: [{ host: hostPort, guest: 8000 }],
   });
   const up = await p.rumJson('up');
   assert.equal(up.ok, true, `${JSON.stringify(up.failure)}\n${tail(join(p.vmDir, 'console.log'))}`);
   const addr = await p.exec("ip -4 -o addr show scope global | awk '{print $4}'");
   assert.match(addr.stdout, /^192\.168\.122\.\d+\/24/m);
+
+  // A port forward in nat mode goes through rum's SSH forwarder (rum forward, until Ctrl-C).
+  await p.exec('mkdir -p /tmp/www && echo served-over-nat > /tmp/www/index.html && (cd /tmp/www && nohup python3 -m http.server 8000 >/dev/null 2>&1 &)');
+  const fwd = p.rumBackground('forward');
+  try {
+    assert.equal((await httpGetInNs(`http://127.0.0.1:${hostPort}/index.html`)).trim(), 'served-over-nat');
+  } finally {
+    await fwd.stop();
+  }
   assert.equal((await p.rum('destroy', '-y')).code, 0);
 });
 

@@ -11,6 +11,7 @@ export interface UpOptions extends CommonOptions {
   reset?: boolean;
   restart?: boolean;
   yes?: boolean;
+  attach?: boolean;
 }
 
 /** What the plan cannot say by itself: changes that wait for the user. */
@@ -59,5 +60,9 @@ export async function up(opts: UpOptions): Promise<number> {
   const kept = plan.nodes.filter((n) => result.outcomes.get(n.id)?.type === 'kept');
   for (const h of planHints({ ...plan, nodes: kept })) out.notice(h);
   out.result(result, o.config.name);
+  if (opts.attach) {
+    const { runForwards } = await import('./forward.js');
+    if (o.config.ports.length > 0) return runForwards(opts, out);
+  }
   return 0;
 }
