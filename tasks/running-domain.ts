@@ -47,21 +47,36 @@ export async function stopDomain(ctx: RumCtx, opts: { timeoutMs: number; force: 
   return 'stopped';
 }
 
+/** qemu-img resize up to resources.disk (the guest's growpart does the rest); never shrinks. */
+async function growDisk(ctx: RumCtx, notice: (m: string) => void): Promise<void> {
+  const { imageInfo, resize } = await import('../src/image/qemu-img.js');
+  const have = (await imageInfo(ctx.vm.path('overlay'))).virtualSize;
+  const want = ctx.config.resources.disk;
+  if (want > have) {
+    notice(`growing the disk from ${have} to ${want} bytes`);
+    await resize(ctx.vm.path('overlay'), want);
+  } else if (want < have) {
+    notice(`resources.disk is below the disk's size (${have} bytes): disks never shrink; \`rum up --reset\` makes a new one`);
+  }
+}
+
 export const runningDomain = defineRule({
   id: 'running-domain',
   kind: 'effect',
-  version: 1,
+  version: 2, // 2: resources.disk is applied here
   deps: ['defined-domain'],
   after: ['overlay', 'seed-iso'],
   verbs: { build: 'start', rebuild: 'restart' },
   restartGuard: true,
-  inputs: (_: RumCtx) => ({}),
+  // The disk grows only while the guest is off: a bigger resources.disk waits for the next start.
+  inputs: (c: RumCtx) => ({ 'resources.disk': c.config.resources.disk }),
   build: async ({ ctx, upstream, action, progress, notice }) => {
     const v = await virsh(ctx);
     if (action === 'restart') {
       progress('shutting the guest down to apply its new definition');
       await stopDomain(ctx, { timeoutMs: 60_000, force: true, progress });
     }
+    await growDisk(ctx, notice);
     await ensureNetwork(ctx, notice);
     await mkdir(dirname(ctx.vm.path('console')), { recursive: true });
     await v.start(ctx.config.name);

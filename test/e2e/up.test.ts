@@ -67,7 +67,10 @@ test('rum up: cold boot, no-op, --restart keeps data, --reset starts afresh, des
   // Data written in the guest, then a cpus change: exactly the XML and the definition are
   // stale; the running guest waits for --restart; the disk is untouched.
   assert.equal((await p.exec('echo keep-me > ~/data && sync')).code, 0);
-  await p.editConfig((c) => (c.resources.cpus = 2));
+  await p.editConfig((c) => {
+    c.resources.cpus = 2;
+    c.resources.disk = '4G'; // grown at the restart, while the guest is off
+  });
   const dry = await p.rum('up', '--dry-run', '--json');
   assert.equal(dry.code, 10);
   const plan = JSON.parse(dry.stdout);
@@ -78,6 +81,7 @@ test('rum up: cold boot, no-op, --restart keeps data, --reset starts afresh, des
   );
   assert.deepEqual(node('domain-xml').reason, { type: 'input-changed', fields: ['resources.cpus'] });
   assert.equal(node('running-domain').action, 'kept-needs-restart');
+  assert.deepEqual(node('running-domain').reason, { type: 'input-changed', fields: ['resources.disk'] });
   assert.equal(node('overlay').state, 'fresh');
 
   const plain = await p.rumJson('up'); // without --restart: redefined, but the guest keeps running
@@ -87,6 +91,7 @@ test('rum up: cold boot, no-op, --restart keeps data, --reset starts afresh, des
   assert.equal(restarted.ok, true, JSON.stringify(restarted.failure));
   assert.deepEqual(builtIds(restarted), ['running-domain', 'ssh-ready']);
   assert.equal((await p.exec('nproc')).stdout.trim(), '2');
+  assert.equal((await p.exec('lsblk -bdno SIZE /dev/vda')).stdout.trim(), String(4 * 2 ** 30), 'the disk grew');
   assert.equal((await p.exec('cat ~/data')).stdout.trim(), 'keep-me', 'data survives --restart');
   assert.deepEqual(lines((await p.exec('cat /var/lib/rum/boot-runs')).stdout), ['boot', 'boot']);
   assert.deepEqual(lines((await p.exec('cat /var/lib/rum/system-runs')).stdout), ['system'], 'system runs once');
