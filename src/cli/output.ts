@@ -47,11 +47,17 @@ export class Output {
     this.out(JSON.stringify(value, null, 2));
   }
 
-  /** A spinner on a TTY; off a TTY, the text once as a plain line. */
+  private lastPlain = { text: '', at: 0 };
+
+  /** A spinner on a TTY; off a TTY, plain lines: each new stage at once, updates every 5 s. */
   waiting(text: string): void {
     if (!this.tty) {
-      if (this.spinner?.text !== text) process.stderr.write(`${text}\n`);
-      this.spinner = { timer: this.spinner?.timer as NodeJS.Timeout, text, frame: 0 };
+      const stage = (t: string) => t.replace(/[\d.]+/g, '#'); // same words, new numbers: an update
+      const now = Date.now();
+      if (stage(text) !== stage(this.lastPlain.text) || now - this.lastPlain.at >= 5000) {
+        process.stderr.write(`${text}\n`);
+        this.lastPlain = { text, at: now };
+      }
       return;
     }
     if (this.spinner?.timer) {
