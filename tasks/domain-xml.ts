@@ -16,10 +16,16 @@ async function domainType(c: RumCtx): Promise<{ type: 'kvm' | 'qemu'; why?: stri
   return v.usable ? { type: 'kvm' } : { type: 'qemu', why: v.why };
 }
 
+/** Under qemu:///system QEMU runs as whoever runs rum (session mode already does). */
+function runAs(uri: string): { uid: number; gid: number } | undefined {
+  if (uri.endsWith('/session') || !process.getuid || !process.getgid) return undefined;
+  return { uid: process.getuid(), gid: process.getgid() };
+}
+
 export const domainXml = defineRule({
   id: 'domain-xml',
   kind: 'derived',
-  version: 2, // 2: the user-mode NIC has a fixed PCI slot
+  version: 3, // 3: QEMU runs as the user under qemu:///system
   deps: ['ssh-port'],
   inputs: async (c: RumCtx) => {
     const { config } = c;
@@ -35,6 +41,7 @@ export const domainXml = defineRule({
       mounts: resolveMounts(config, c.env).map(({ why: _, ...m }) => m),
       ports: config.ports,
       owner: config.file,
+      runAs: runAs(config.libvirt.uri),
     };
   },
   output: ({ vm }) => vm.path('domainXml'),
@@ -42,7 +49,10 @@ export const domainXml = defineRule({
     const { domainXml: render } = await import('../src/libvirt/domain-xml.js');
     const t = await domainType(ctx);
     if (ctx.config.libvirt.domain_type === 'auto' && t.why) notice(`KVM is not usable here (${t.why}): using TCG emulation, which is slower`);
-    for (const m of resolveMounts(ctx.config, ctx.env)) if (m.why) notice(`mount ${m.target} uses 9p: ${m.why}`);
+    for (const m of resolveMounts(ctx.config, ctx.env)) {
+      if (m.why) notice(`mount ${m.target} uses 9p: ${m.why}`);
+      if (m.type === 'virtiofs' && m.readonly) notice(`mount ${m.target}: read-only inside the guest only (virtiofs); type: 9p enforces it on the host`);
+    }
     const sshPort = (upstream('ssh-port').data as { port: number }).port;
     const mac = macFor(i.name, digestOf);
     const xml = render({
@@ -65,12 +75,14 @@ export const domainXml = defineRule({
         type: m.type,
         source: m.source,
         tag: m.tag,
-        readonly: m.readonly,
-        // 9p under qemu:///system: QEMU runs as libvirt-qemu; mapped keeps guest ownership in
-        // xattrs so guest writes work without handing the tree to another user.
-        ...(m.type === '9p' ? { accessmode: ctx.config.libvirt.uri.endsWith('/session') ? 'passthrough' : 'mapped' } : {}),
+        // An explicit read-only virtiofs mount is read-only in the guest's fstab only (libvirt < 11).
+        readonly: m.readonly && m.type === '9p',
+        // QEMU runs as the user (see runAs): passthrough needs root to set the guest's owners;
+        // as anyone else squash is passthrough that ignores chown, so files are simply the user's.
+        ...(m.type === '9p' ? { accessmode: process.getuid?.() === 0 ? 'passthrough' : 'squash' } : {}),
       })),
       owner: { configFile: ctx.config.file, vmDir: ctx.vm.dir },
+      ...(i.runAs ? { runAs: i.runAs } : {}),
     } as Parameters<typeof render>[0]);
     await writeAtomic(ctx.vm.path('domainXml'), xml);
     return { digest: digestOf(xml) };

@@ -18,6 +18,8 @@ export function resolveMounts(c: Config, env = process.env): ResolvedMount[] {
     let why: string | undefined;
     if (m.type === 'auto' && session) [type, why] = ['9p', 'libvirt does not support virtiofs in session mode'];
     else if (m.type === 'auto' && !virtiofsd) [type, why] = ['9p', 'no virtiofsd found (apt install virtiofsd)'];
+    // libvirt before 11 refuses read-only virtiofs; 9p enforces read-only on the host side.
+    else if (m.type === 'auto' && m.readonly) [type, why] = ['9p', 'read-only is enforced by the host only with 9p here'];
     // The tag is named by the target, so reordering mounts changes nothing in the guest.
     return { tag: `rum-${digestOf(m.target).slice(0, 12)}`, target: m.target, source: m.hostPath, type, readonly: m.readonly, ...(why ? { why } : {}) };
   });

@@ -8,14 +8,21 @@ import { guestMounts } from './mounts.js';
 import { fileExists } from './checks.js';
 import type { RumCtx } from './context.js';
 
+/** The host user's uid for the guest user, when it is an ordinary user's (not root's 0). */
+function hostUserUid(): number | undefined {
+  const u = process.getuid?.();
+  return u !== undefined && u >= 1000 && u < 60000 ? u : undefined;
+}
+
 export const userData = defineRule({
   id: 'user-data',
   kind: 'derived',
-  version: 1,
+  version: 3, // 2: the guest user gets the host user's uid; 3: mounts by fstab + bootcmd
   deps: ['ssh-keys'],
   inputs: ({ config: c }: RumCtx) => ({
     'network.hostname': c.network.hostname,
     'ssh.user': c.ssh.user,
+    uid: hostUserUid(),
     'ssh.authorized_keys': c.ssh.authorized_keys,
     'provision.packages': c.provision.packages,
     'provision.apt_sources': c.provision.apt_sources,
@@ -31,6 +38,7 @@ export const userData = defineRule({
     const text = userDataDocument({
       hostname: i['network.hostname'],
       user: i['ssh.user'],
+      uid: i.uid,
       authorizedKeys: [await read('clientPub'), ...i['ssh.authorized_keys']],
       hostKey: { private: `${await read('hostKey')}\n`, public: await read('hostPub') },
       packages: i['provision.packages'],

@@ -22,6 +22,8 @@ export interface GuestMount {
 export interface UserDataSpec {
   hostname: string;
   user: string;
+  /** The guest user's uid: the host user's, so files in shared folders line up. */
+  uid?: number;
   /** The VM's own client key first, then the user's extra keys. */
   authorizedKeys: string[];
   hostKey: { private: string; public: string };
@@ -87,6 +89,7 @@ export function userDataDocument(s: UserDataSpec): string {
     users: [
       {
         name: s.user,
+        ...(s.uid !== undefined ? { uid: s.uid } : {}),
         shell: '/bin/bash',
         sudo: 'ALL=(ALL) NOPASSWD:ALL',
         lock_passwd: true,
@@ -109,15 +112,26 @@ export function userDataDocument(s: UserDataSpec): string {
     doc.packages = s.packages;
   }
   if (s.mounts.length > 0) {
-    doc.mounts = s.mounts.map((m) => [
-      m.tag,
+    // Not cloud-init's `mounts` module: up to 22.4 it turns a tag into /dev/<tag>. fstab lines
+    // (nofail: a missing share never blocks boot) for systemd on later boots, and an early
+    // mount on every boot (bootcmd precedes write_files on the first), so provision scripts
+    // see the shares. Tags, targets and types are validated; argv form: no shell parsing.
+    const opts = (m: GuestMount) => (m.readonly ? `${MOUNT_OPTIONS[m.type]},ro` : MOUNT_OPTIONS[m.type]);
+    files.push({
+      path: '/etc/fstab',
+      append: true,
+      content: s.mounts.map((m) => `${m.tag} ${m.target} ${m.type} ${opts(m)} 0 0\n`).join(''),
+    });
+    doc.bootcmd = s.mounts.map((m) => [
+      'sh',
+      '-c',
+      'mkdir -p "$1" && { mountpoint -q "$1" || mount -t "$2" -o "$3" "$4" "$1"; }',
+      'rum-mount',
       m.target,
       m.type,
-      m.readonly ? `${MOUNT_OPTIONS[m.type]},ro` : MOUNT_OPTIONS[m.type],
-      '0',
-      '0',
+      opts(m),
+      m.tag,
     ]);
-    doc.mount_default_fields = [null, null, 'auto', 'defaults,nofail', '0', '2'];
   }
   if (files.length > 0) doc.write_files = files;
   // lineWidth 0: never fold long lines (keys, scripts) into a shape another parser might misread.

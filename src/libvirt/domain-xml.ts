@@ -62,6 +62,8 @@ export interface DomainSpec {
   network: DomainNetwork;
   mounts: DomainMount[];
   owner: OwnerMark;
+  /** qemu:///system: run QEMU with this uid/gid (a static DAC label). Session needs none. */
+  runAs?: { uid: number; gid: number };
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -100,6 +102,8 @@ export function domainSpecProblems(spec: DomainSpec): string[] {
   int('memoryBytes', spec.memoryBytes, 2 ** 20, Number.MAX_SAFE_INTEGER);
   int('cpus', spec.cpus, 1, 4096);
   if (spec.domainType !== 'kvm' && spec.domainType !== 'qemu') problems.push(`domainType must be kvm or qemu, not ${String(spec.domainType)}`);
+  if (spec.runAs && ![spec.runAs.uid, spec.runAs.gid].every((n) => Number.isInteger(n) && n >= 0 && n < 2 ** 32))
+    problems.push(`runAs is not a uid:gid pair: ${JSON.stringify(spec.runAs)}`);
   if (!MACHINE.test(spec.machine)) problems.push(`machine is not a QEMU machine type: ${JSON.stringify(spec.machine)}`);
   if (spec.cpu?.mode === 'custom' && !CPU_MODEL.test(spec.cpu.model)) problems.push(`cpu model is not a CPU model name: ${JSON.stringify(spec.cpu.model)}`);
   if (spec.cpu?.mode === 'host-passthrough' && spec.domainType !== 'kvm') problems.push('cpu mode host-passthrough needs domainType kvm');
@@ -238,6 +242,10 @@ export function domainXml(spec: DomainSpec): string {
       el('memballoon', { model: 'virtio' }),
       el('video', {}, el('model', { type: 'none' })),
     ),
+    // QEMU as this user, not libvirt-qemu: it can then open files in a private home, and files
+    // a guest writes through 9p belong to the user. libvirt relabels nothing (they are ours).
+    spec.runAs &&
+      el('seclabel', { type: 'static', model: 'dac', relabel: 'no' }, el('label', {}, `+${spec.runAs.uid}:+${spec.runAs.gid}`)),
     net.mode === 'user' && slirpCommandline(net),
   );
   return renderXml(domain);

@@ -95,6 +95,15 @@ test('kvm: host-passthrough cpu', async (t) => {
   assert.equal(await q.xpath('string(/domain/cpu/@mode)'), 'host-passthrough');
 });
 
+test('runAs: QEMU as the invoking user through a static DAC label, nothing relabelled', async (t) => {
+  const q = await validated(t, domainXml(spec({ runAs: { uid: 1000, gid: 1001 } })));
+  assert.equal(await q.xpath("string(/domain/seclabel[@model='dac']/@type)"), 'static');
+  assert.equal(await q.xpath("string(/domain/seclabel[@model='dac']/@relabel)"), 'no');
+  assert.equal(await q.xpath("string(/domain/seclabel[@model='dac']/label)"), '+1000:+1001');
+  assert.equal(await (await validated(t, domainXml(spec()))).count('/domain/seclabel'), 0);
+  assert.throws(() => domainXml(spec({ runAs: { uid: -1, gid: 0 } })), /runAs/);
+});
+
 test('user: SLIRP through qemu:commandline, SSH on 127.0.0.1 and every forward', async (t) => {
   const xml = domainXml(
     spec({

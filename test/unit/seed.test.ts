@@ -133,3 +133,17 @@ test('rum schema prints a JSON Schema with the top-level keys', async (t) => {
   const s = JSON.parse((await p.rum('schema')).stdout);
   assert.ok(['image', 'resources', 'network', 'ssh', 'mounts', 'provision', 'libvirt'].every((k) => k in s.properties));
 });
+
+test('mounts in user-data: fstab lines with nofail and an argv bootcmd; cloud-init accepts it', async (t) => {
+  const p = await scratchProject(t, { ...base, mounts: [{ source: '.', target: '/work' }, { source: '.', target: '/ro', readonly: true, type: '9p' }] });
+  await p.rumJson('build', 'user-data');
+  assert.match(await run('cloud-init', ['schema', '--config-file', p.vmFile('user-data')]), /Valid (cloud-config|schema)/);
+  const doc = parse(await readFile(p.vmFile('user-data'), 'utf8'));
+  const fstab = doc.write_files.find((f: any) => f.path === '/etc/fstab');
+  assert.equal(fstab.append, true);
+  const lines = fstab.content.trim().split('\n').map((l: string) => l.split(' '));
+  assert.deepEqual(lines.map((l: string[]) => l[1]), ['/work', '/ro']);
+  assert.match(lines[1][3], /(^|,)ro(,|$)/);
+  for (const l of lines) assert.match(l[3], /nofail/);
+  assert.deepEqual(doc.bootcmd.map((c: string[]) => c[4]), ['/work', '/ro'], 'argv form: the target is a word, not shell text');
+});
