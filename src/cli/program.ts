@@ -82,6 +82,14 @@ program
   .action(lazy(async () => (await import('./commands/init.js')).init));
 
 program
+  .command('cp <src> <dst>')
+  .describe('Copy files or directories to or from the guest; `:path` marks the guest side')
+  .option('-r, --recursive', 'Accepted for habit: directories are always copied whole')
+  .example('cp ./src :/home/rum/src')
+  .example('cp :/var/log/cloud-init.log .')
+  .action(lazy(async () => (await import('./commands/cp.js')).cp));
+
+program
   .command('logs')
   .describe("cloud-init's output log from the guest; --console: the serial console; --provision: the provision scripts")
   .option('-f, --follow', 'Keep printing as the log grows (Ctrl-C ends)')
