@@ -63,6 +63,7 @@ export async function e2eProject(t: TestContext, config: Record<string, unknown>
         cwd: dir,
         reject: false,
         stdin: 'ignore',
+        stripFinalNewline: false, // output exactly as rum printed it
         timeout: 15 * 60_000,
         ...(opts.user ? { user: opts.user } : {}),
       });
