@@ -12,6 +12,7 @@ import { StateStore } from './graph/state.js';
 import { VmDir } from './paths.js';
 import type { Config } from './config/schema.js';
 import type { RumCtx } from '../tasks/context.js';
+import { rules } from '../tasks/index.js';
 
 export interface GlobalOptions {
   config?: string;
@@ -26,13 +27,8 @@ export interface OpenVm {
   exists: boolean;
 }
 
-// The rule set is needed by every graph command: start loading it with the config, not after.
-let rulesModule: Promise<typeof import('../tasks/index.js')> | undefined;
-const loadRules = () => (rulesModule ??= import('../tasks/index.js'));
-
-export async function openVm(opts: GlobalOptions & { rules?: boolean }): Promise<OpenVm> {
+export async function openVm(opts: GlobalOptions): Promise<OpenVm> {
   const env = opts.env ?? process.env;
-  if (opts.rules) void loadRules().catch(() => undefined); // awaited (and reported) in engineFor
   const [{ file, text }] = await Promise.all([readConfig({ file: opts.config, cwd: opts.cwd }), initDigests()]);
   let config = await cachedConfig(file, text, env);
   if (!config) {
@@ -81,8 +77,8 @@ export async function lockVm(o: OpenVm, opts: { noWait?: boolean; onWait?: (pid:
 }
 
 export async function engineFor(o: OpenVm, opts: PlanOptions, env = process.env): Promise<Engine<RumCtx>> {
-  const [{ rules }, state, digests] = await Promise.all([
-    loadRules(),
+  // Static: every command that opens a VM needs the rules and digests; an import hop costs more.
+  const [state, digests] = await Promise.all([
     StateStore.open(o.exists ? o.vm.path('state') : undefined),
     DigestCache.open(o.exists ? o.vm.path('digestCache') : undefined),
   ]);

@@ -1,7 +1,7 @@
 // Owns: turning values and files into digests (xxhash64, hex), and remembering file digests by
 // stat so an unchanged multi-GB image is read 0 times on later runs.
 import { open, readFile, stat } from 'node:fs/promises';
-import type { XXHashAPI } from 'xxhash-wasm';
+import xxhash, { type XXHashAPI } from 'xxhash-wasm';
 import { writeAtomic } from '../files/atomic.js';
 
 export type Digest = string & { readonly __brand: 'Digest' };
@@ -10,7 +10,7 @@ let api: XXHashAPI | undefined;
 
 /** Instantiating the wasm module costs ~1 ms: do it once, before any digest is taken. */
 export async function initDigests(): Promise<void> {
-  if (!api) api = await (await import('xxhash-wasm')).default();
+  if (!api) api = await xxhash();
 }
 
 function hasher(): XXHashAPI {

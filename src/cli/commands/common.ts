@@ -13,7 +13,7 @@ export interface CommonOptions {
 }
 
 export async function planFor(opts: CommonOptions, planOpts: PlanOptions): Promise<{ o: OpenVm; plan: Plan }> {
-  const o = await openVm({ config: opts.config, rules: true });
+  const o = await openVm({ config: opts.config });
   const e = await engineFor(o, planOpts);
   const plan = await makePlan(e);
   await e.digests.save();
@@ -37,7 +37,7 @@ export async function runGraph(
   };
   process.on('SIGINT', onSigint);
   process.on('SIGTERM', onSigint);
-  const o = await openVm({ config: opts.config, rules: true });
+  const o = await openVm({ config: opts.config });
   const lock = await lockVm(o, {
     noWait: opts.wait === false,
     signal: controller.signal,
