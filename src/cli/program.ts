@@ -23,7 +23,7 @@ program
   .option('--reset', 'Recreate the disk and seed: a fresh first boot (asks first; -y skips)')
   .option('--restart', 'Restart a running VM whose definition changed')
   .option('-y, --yes', 'Do not ask for confirmation')
-  .option('--attach', 'Stay in the foreground: port forwards (nat) and the inotify bridge, until Ctrl-C')
+  .option('--attach', 'Then stay in the foreground with the port forwards (nat) and the inotify bridge, until Ctrl-C')
   .option('--no-wait', 'Fail at once if another rum is working on this VM')
   .action(lazy(async () => (await import('./commands/up.js')).up));
 
@@ -57,6 +57,11 @@ program
   .command('ssh')
   .describe("A shell in the guest with OpenSSH (the VM's key, pinned host key); extra args after --")
   .action(lazy(async () => (await import('./commands/ssh.js')).ssh));
+
+program
+  .command('watch')
+  .describe('Replay host edits in inotify: true mounts in the guest so its file watchers fire, until Ctrl-C')
+  .action(lazy(async () => (await import('./commands/watch.js')).watch));
 
 program
   .command('forward')

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { DOMAIN_PREFIX, bootSkipReason, repoUrl, tail } from './env.js';
 import { e2eProject } from './rum.js';
+import { rename, rm } from 'node:fs/promises';
 
 test('mounts: virtiofs and 9p both ways, read-only refused, fstab nofail (system)', async (t) => {
   const why = bootSkipReason();
@@ -17,7 +18,7 @@ test('mounts: virtiofs and 9p both ways, read-only refused, fstab nofail (system
     resources: { cpus: 1, memory: '1G', disk: '3G' },
     network: { mode: 'user' },
     mounts: [
-      { source: './vfs', target: '/work' },
+      { source: './vfs', target: '/work', inotify: true, ignore: ['*.tmp'] },
       { source: './p9', target: '/p9', type: '9p' },
       { source: './ro', target: '/ro', readonly: true },
     ],
@@ -54,4 +55,33 @@ test('mounts: virtiofs and 9p both ways, read-only refused, fstab nofail (system
   assert.match(refused.stderr, /Read-only file system/);
   const fstab = (await p.exec('cat /etc/fstab')).stdout;
   for (const target of ['/work', '/p9', '/ro']) assert.match(fstab, new RegExp(`^\\S+ ${target} \\S+ \\S*nofail\\S* 0 0$`, 'm'));
+
+  // The inotify bridge: with `rum watch` running, inotifywait in the guest sees host edits.
+  const settle = () => new Promise((r) => setTimeout(r, 1500));
+  await p.exec('nohup inotifywait -m -r /work --format "%e %f" > /tmp/events 2>/dev/null & sleep 1');
+  const watch = p.rumBackground('watch');
+  try {
+    await settle();
+    const host = (f: string) => join(p.dir, 'vfs', f);
+    await writeFile(host('created.txt'), 'one\n');
+    await settle();
+    await writeFile(host('created.txt'), 'two\n'); // one edit
+    await settle();
+    await rename(host('created.txt'), host('renamed.txt'));
+    await settle();
+    await rm(host('renamed.txt'));
+    await writeFile(host('ignored.tmp'), 'skip me\n');
+    await settle();
+  } finally {
+    assert.equal(await watch.stop(), 0, 'rum watch ends cleanly on Ctrl-C');
+  }
+  const events = (await p.exec('cat /tmp/events')).stdout.trim().split('\n');
+  t.diagnostic(`guest events:\n${events.join('\n')}`);
+  const about = (f: string) => events.filter((e) => e.endsWith(` ${f}`));
+  assert.ok(about('created.txt').some((e) => /CLOSE_WRITE|MODIFY/.test(e)), 'the create and the edit reached the guest watcher');
+  // Two host writes (create, edit): two replays, each one OPEN/MODIFY/CLOSE_WRITE, not a storm.
+  assert.equal(about('created.txt').filter((e) => /CLOSE_WRITE/.test(e)).length, 2);
+  assert.ok(about('renamed.txt').length > 0, 'the rename reached the guest watcher under its new name');
+  assert.ok(events.some((e) => /ISDIR/.test(e)), 'the delete reached the guest watcher as a change of the directory');
+  assert.deepEqual(about('ignored.tmp'), [], 'ignore: patterns are honoured');
 });

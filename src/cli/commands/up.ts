@@ -61,8 +61,14 @@ export async function up(opts: UpOptions): Promise<number> {
   for (const h of planHints({ ...plan, nodes: kept })) out.notice(h);
   out.result(result, o.config.name);
   if (opts.attach) {
-    const { runForwards } = await import('./forward.js');
-    if (o.config.ports.length > 0) return runForwards(opts, out);
+    // Both run until Ctrl-C (each listens for it); either failing ends the attach.
+    const jobs: Promise<number>[] = [];
+    if (o.config.network.mode === 'nat' && o.config.ports.some((p) => p.proto === 'tcp'))
+      jobs.push(import('./forward.js').then((m) => m.runForwards(opts, out)));
+    if (o.config.mounts.some((m) => m.inotify && !m.readonly)) jobs.push(import('./watch.js').then((m) => m.watch(opts)));
+    if (jobs.length === 0) out.info('nothing to attach to: no nat port forwards and no inotify: true mounts');
+    const codes = await Promise.all(jobs);
+    return codes.find((c) => c !== 0) ?? 0;
   }
   return 0;
 }
