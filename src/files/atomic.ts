@@ -1,5 +1,5 @@
 // Owns: writing a file so that a reader (or a crash) sees the old file or the new one, never half.
-import { open, rename, rm } from 'node:fs/promises';
+import { open, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
 let seq = 0;
@@ -19,21 +19,7 @@ export async function fsyncDir(dir: string): Promise<void> {
 }
 
 export async function writeAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
-  const tmp = tempPath(path);
-  try {
-    const fh = await open(tmp, 'wx', mode);
-    try {
-      await fh.writeFile(data);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, path);
-  } catch (err) {
-    await rm(tmp, { force: true });
-    throw err;
-  }
-  await fsyncDir(dirname(path)); // the rename itself must survive a crash
+  await produceAtomic(path, (tmp) => writeFile(tmp, data, { mode, flag: 'wx' }));
 }
 
 /**
