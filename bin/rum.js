@@ -11,4 +11,5 @@ const mtime = (rel) => {
   }
 };
 const bundle = mtime('../dist/bundle/main.js');
-await import(bundle >= 0 && bundle >= mtime('../dist/src/cli/main.js') ? '../dist/bundle/main.js' : '../dist/src/cli/main.js');
+// tsc rewrites its build info on every build that emits anything (main.js only when it changed).
+await import(bundle >= 0 && bundle >= mtime('../dist/.tsbuildinfo') ? '../dist/bundle/main.js' : '../dist/src/cli/main.js');

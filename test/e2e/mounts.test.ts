@@ -73,7 +73,9 @@ test('mounts: virtiofs and 9p both ways, read-only refused, fstab nofail (system
     await writeFile(host('ignored.tmp'), 'skip me\n');
     await settle();
   } finally {
-    assert.equal(await watch.stop(), 0, 'rum watch ends cleanly on Ctrl-C');
+    const w = await watch.stop();
+    t.diagnostic(`rum watch said:\n${w.stderr}`);
+    assert.equal(w.code, 0, `rum watch ends cleanly on Ctrl-C:\n${w.stderr}`);
   }
   const events = (await p.exec('cat /tmp/events')).stdout.trim().split('\n');
   t.diagnostic(`guest events:\n${events.join('\n')}`);

@@ -15,7 +15,7 @@ export interface E2eProject {
   rumJson<T = any>(...args: string[]): Promise<T>;
   exec(command: string): Promise<{ code: number; stdout: string; stderr: string }>;
   /** rum in the background (e.g. `forward`), ended with SIGINT like Ctrl-C, by its PID. */
-  rumBackground(...args: string[]): { stop(): Promise<number> };
+  rumBackground(...args: string[]): { stop(): Promise<{ code: number; stdout: string; stderr: string }> };
   editConfig(edit: (c: any) => void): Promise<void>;
 }
 
@@ -32,6 +32,11 @@ export async function e2eProject(t: TestContext, config: Record<string, unknown>
   t.after(async () => {
     if (project) await project.rum('destroy', '-y');
   });
+  // A run killed earlier may have left this test's domain behind (in our private libvirtd);
+  // rum rightly refuses a domain another rum.yaml owns, so clear it first.
+  const uri = opts.user ? 'qemu:///session' : 'qemu:///system';
+  for (const cmd of ['destroy', 'undefine'])
+    await inNs('virsh', ['-c', uri, cmd, String(config.name)], { reject: false, ...(opts.user ? { user: opts.user } : {}) });
   const root = await scratchDir(t, opts.user ? { owner: opts.user } : {});
   const dir = join(root, 'proj');
   await mkdir(dir);
@@ -91,8 +96,8 @@ export async function e2eProject(t: TestContext, config: Record<string, unknown>
       return {
         stop: async () => {
           child.kill('SIGINT'); // rum-in-ns execs into ip netns exec, which execs env, then node: one PID
-          const r = (await child) as { exitCode?: number };
-          return r.exitCode ?? -1;
+          const r = (await child) as { exitCode?: number; stdout?: unknown; stderr?: unknown };
+          return { code: r.exitCode ?? -1, stdout: String(r.stdout ?? ''), stderr: String(r.stderr ?? '') };
         },
       };
     },

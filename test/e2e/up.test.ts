@@ -136,7 +136,8 @@ test('rum up: NAT networking on the libvirt default network (system)', async (t)
   try {
     assert.equal((await httpGetInNs(`http://127.0.0.1:${hostPort}/index.html`)).trim(), 'served-over-nat');
   } finally {
-    await fwd.stop();
+    const f = await fwd.stop();
+    assert.equal(f.code, 0, `rum forward ends cleanly on Ctrl-C:\n${f.stderr}`);
   }
   assert.equal((await p.rum('destroy', '-y')).code, 0);
 });
