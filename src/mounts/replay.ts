@@ -158,9 +158,14 @@ while True:
         out.flush()
 `;
 
-/** The command that starts the replay program, confined to these guest directories. */
+/**
+ * The command that starts the replay program, confined to these guest directories. As root
+ * when the guest user may sudo without a password (rum's user may): setting a file's mtime needs
+ * its owner or root, and the program only ever restores the host's own mtime.
+ */
 export function replayCommand(roots: readonly string[]): string {
-  return ['exec', 'python3', '-c', shellQuote(SCRIPT), '--', ...roots.map(shellQuote)].join(' ');
+  const program = ['python3', '-c', shellQuote(SCRIPT), '--', ...roots.map(shellQuote)].join(' ');
+  return `if sudo -n true 2>/dev/null; then exec sudo -n ${program}; else exec ${program}; fi`;
 }
 
 export function encodeBatch(records: readonly ReplayRecord[]): Buffer {

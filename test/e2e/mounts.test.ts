@@ -58,7 +58,8 @@ test('mounts: virtiofs and 9p both ways, read-only refused, fstab nofail (system
 
   // The inotify bridge: with `rum watch` running, inotifywait in the guest sees host edits.
   const settle = () => new Promise((r) => setTimeout(r, 1500));
-  await p.exec('nohup inotifywait -m -r /work --format "%e %f" > /tmp/events 2>/dev/null & sleep 1');
+  // stdbuf: line-buffered, or the events sit in inotifywait's buffer until it exits.
+  await p.exec('nohup stdbuf -oL inotifywait -m -r /work --format "%e %f" > /tmp/events 2>/dev/null & sleep 1');
   const watch = p.rumBackground('watch');
   try {
     await settle();
