@@ -55,6 +55,8 @@ export async function vmBench(add: Add, { median, time }: Tools): Promise<void> 
     const dry = time(rumCmd('up', '--dry-run'), { cwd: proj, runs: 15 });
     add('`rum graph` on a running VM', ms(graph), `node -e 0: ${ms(nodeStart)}`, '≤ 120 ms');
     add('`rum up --dry-run` on a running VM', ms(dry), `node -e 0: ${ms(nodeStart)}`, '≤ 120 ms');
+    const status = time(rumCmd('status'), { cwd: proj, runs: 15 });
+    add('`rum status` on a running VM', ms(status), `virsh list: ${ms(virshList)}, node -e 0: ${ms(nodeStart)}`, '≤ 120 ms');
 
     const exec = time(rumCmd('exec', '--', 'true'), { cwd: proj, runs: 10 });
     const port = JSON.parse(readFileSync(join(work, 'data', 'rum', name, 'state.json'), 'utf8')).nodes['ssh-ready'].data.port;
