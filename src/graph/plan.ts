@@ -133,7 +133,14 @@ export async function assess<C>(
   // In a dry run a pending upstream has no output yet; when executing, pending is always empty.
   if (e.opts.reset && rule.resettable && pending.length > 0) return stale({ type: 'reset' });
   if (!rec && pending.length > 0) return stale({ type: 'missing' });
-  if (pending.length > 0) return stale({ type: 'upstream-changed', nodes: pending }, undefined, true);
+  if (pending.length > 0) {
+    // An input or recipe change is certain even while an upstream is pending: report it, not
+    // the tentative upstream. (Its key is not final yet: the upstream's output is unknown.)
+    const now = rec ? await fingerprintNow(e, rule, inputs) : undefined;
+    const own = now && typeof now !== 'string' ? diffFields(rec!.fields, now.fields) : undefined;
+    if (own && (own.type === 'input-changed' || own.type === 'recipe-changed')) return stale(own);
+    return stale({ type: 'upstream-changed', nodes: pending }, undefined, true);
+  }
   const fp = await fingerprintNow(e, rule, inputs);
   if (typeof fp === 'string') return stale(rec ? { type: 'check-failed', why: `${fp} is missing` } : { type: 'missing' });
   if (e.opts.reset && rule.resettable) return stale({ type: 'reset' }, fp);

@@ -73,6 +73,18 @@ test('a changed input makes its node stale naming the field, and dependents stal
   assert.deepEqual((await r.run()).builds, ['a', 'c', 'd']);
 });
 
+test('a changed input is reported as certain even when an upstream is also stale', async () => {
+  const rules = [toy('a', { field: 'a' }), toy('b', { deps: ['a'], field: 'b' })];
+  const r = await rig(rules);
+  await r.run();
+  r.ctx.config.a = 'changed';
+  r.ctx.config.b = 'changed too';
+  const b = (await r.plan()).nodes.find((x) => x.id === 'b')!;
+  assert.deepEqual(b.reason, { type: 'input-changed', fields: ['b'] });
+  assert.notEqual(b.tentative, true);
+  assert.equal(b.action, 'rebuild');
+});
+
 test('early cutoff: a rebuilt node with the same output leaves its dependents fresh', async () => {
   // c's output ignores its inputs, so rebuilding it after a changes gives the same digest.
   const rules = [toy('a', { field: 'a' }), toy('b', { field: 'b' }), toy('c', { deps: ['a', 'b'], transform: () => 'constant' }), toy('d', { deps: ['c'] })];
