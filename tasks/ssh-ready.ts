@@ -5,7 +5,7 @@ import { connect as tcpConnect } from 'node:net';
 import { RumError } from '../src/errors.js';
 import { digestOf } from '../src/graph/digest.js';
 import { defineRule } from '../src/graph/rule.js';
-import { virsh, type RumCtx } from './context.js';
+import { macFor, virsh, type RumCtx } from './context.js';
 
 export interface SshAddress {
   host: string;
@@ -20,6 +20,18 @@ function tcpOpen(host: string, port: number, timeoutMs: number): Promise<boolean
     s.once('timeout', () => done(false));
     s.once('error', () => done(false));
   });
+}
+
+/**
+ * The guest's address on its libvirt network: the newest IPv4 lease for its MAC. A VM made again
+ * under the same name has the same MAC, and dnsmasq keeps the old leases (the guest's client id
+ * is new each first boot), so "the first lease" can be a dead address (found by the NAT e2e).
+ */
+async function currentLease(ctx: RumCtx): Promise<string | undefined> {
+  const leases = await (await virsh(ctx)).netDhcpLeases(ctx.config.network.name, macFor(ctx.config.name, digestOf));
+  const v4 = (leases ?? []).filter((l) => l.protocol === 'ipv4');
+  // 'YYYY-MM-DD HH:MM:SS' sorts as text; the latest expiry is the latest lease.
+  return v4.sort((a, b) => (a.expiry < b.expiry ? 1 : a.expiry > b.expiry ? -1 : 0))[0]?.address;
 }
 
 /** Under TCG a cold boot with packages takes minutes; RUM_BOOT_TIMEOUT (seconds) overrides. */
@@ -38,7 +50,6 @@ export const sshReady = defineRule({
     const port = (upstream('ssh-port').data as { port: number }).port;
     const mode = config.network.mode;
     const hostKey = (await readFile(vm.path('hostPub'), 'utf8')).trim();
-    const v = await virsh(ctx);
     // user networking: the 127.0.0.1 forward; nat: the address of the guest's DHCP lease.
     const userHost = mode === 'user' ? '127.0.0.1' : undefined;
 
@@ -49,7 +60,7 @@ export const sshReady = defineRule({
         signal,
         command: 'cloud-init status --wait',
         okExitCodes: [0, 2], // 2: cloud-init's "degraded" (newer releases): up, with warnings
-        getAddress: async () => (await v.domifaddr(config.name, { source: 'lease' }))?.[0],
+        getAddress: () => currentLease(ctx),
         onStage: (stage, detail) => progress(`waiting for ${stage === 'cloud-init' ? 'cloud-init to finish' : stage}${detail && stage !== 'cloud-init' ? ` (${detail})` : ''}`),
       },
     ).catch((err: unknown) => {
