@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
 import ssh2 from 'ssh2';
 import type { Connection, ServerChannel } from 'ssh2';
+import { generateValidEd25519 } from '../../src/ssh/keys.js';
 
 const { Server, utils } = ssh2;
 
@@ -112,8 +113,7 @@ export class TestSshServer {
 }
 
 export function generateEd25519(comment: string): { private: string; public: string } {
-  const k = utils.generateKeyPairSync('ed25519', { comment });
-  return { private: k.private, public: k.public.trim() };
+  return generateValidEd25519(utils, comment); // ssh2 alone makes an unloadable key now and then
 }
 
 /** A port that was free a moment ago (for a server started later, at a known port). */
