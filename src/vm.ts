@@ -76,6 +76,11 @@ export async function lockVm(o: OpenVm, opts: { noWait?: boolean; onWait?: (pid:
   });
 }
 
+/** The rule context for commands that act on the domain outside a graph run (down, destroy). */
+export function ctxFor(o: OpenVm, env = process.env): RumCtx {
+  return { config: o.config, vm: o.vm, env, generation: 0 };
+}
+
 export async function engineFor(o: OpenVm, opts: PlanOptions, env = process.env): Promise<Engine<RumCtx>> {
   // Static: every command that opens a VM needs the rules and digests; an import hop costs more.
   const [state, digests] = await Promise.all([

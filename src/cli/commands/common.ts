@@ -3,6 +3,7 @@
 import { exitCodes, RumError } from '../../errors.js';
 import { execute, type RunResult } from '../../graph/execute.js';
 import { makePlan, type Plan, type PlanOptions } from '../../graph/plan.js';
+import type { StateStore } from '../../graph/state.js';
 import { engineFor, lockVm, openVm, type OpenVm } from '../../vm.js';
 import { Output } from '../output.js';
 
@@ -12,12 +13,12 @@ export interface CommonOptions {
   wait?: boolean; // --no-wait sets it false
 }
 
-export async function planFor(opts: CommonOptions, planOpts: PlanOptions): Promise<{ o: OpenVm; plan: Plan }> {
+export async function planFor(opts: CommonOptions, planOpts: PlanOptions): Promise<{ o: OpenVm; plan: Plan; state: StateStore }> {
   const o = await openVm({ config: opts.config });
   const e = await engineFor(o, planOpts);
   const plan = await makePlan(e);
   await e.digests.save();
-  return { o, plan };
+  return { o, plan, state: e.state };
 }
 
 /** Plans and runs under the lock. Ctrl-C stops new work; running work finishes or is cancelled. */

@@ -4,7 +4,7 @@ import { rm, stat } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import { RumError } from '../../errors.js';
 import { vmsRoot } from '../../paths.js';
-import { lockVm, openVm } from '../../vm.js';
+import { ctxFor, lockVm, openVm } from '../../vm.js';
 import { Output } from '../output.js';
 import { confirm } from '../prompt.js';
 import type { CommonOptions } from './common.js';
@@ -12,7 +12,7 @@ import type { CommonOptions } from './common.js';
 export async function destroy(opts: CommonOptions & { yes?: boolean }): Promise<number> {
   const out = new Output(opts);
   const o = await openVm({ config: opts.config });
-  const ctx = { config: o.config, vm: o.vm, env: process.env, generation: 0 };
+  const ctx = ctxFor(o);
   const [{ ownedDomain }, { virsh }] = await Promise.all([import('../../../tasks/defined-domain.js'), import('../../../tasks/context.js')]);
   const domain = await ownedDomain(ctx); // refuses a domain that is not ours
   const dirExists = await stat(o.vm.dir).then(() => true, () => false);

@@ -1,7 +1,7 @@
 // `rum down`: ACPI shutdown, waiting up to --timeout; a hard stop only with --force or after
 // asking on a terminal. Idempotent. The disk is untouched: `rum up` starts the same guest again.
 import { RumError } from '../../errors.js';
-import { lockVm, openVm } from '../../vm.js';
+import { ctxFor, lockVm, openVm } from '../../vm.js';
 import { Output } from '../output.js';
 import { confirm } from '../prompt.js';
 import type { CommonOptions } from './common.js';
@@ -11,7 +11,7 @@ export async function down(opts: CommonOptions & { timeout?: number | string; fo
   const timeoutS = Number(opts.timeout ?? 60);
   if (!Number.isFinite(timeoutS) || timeoutS < 0) throw new RumError('USAGE', `--timeout ${opts.timeout} is not a number of seconds`);
   const o = await openVm({ config: opts.config });
-  const ctx = { config: o.config, vm: o.vm, env: process.env, generation: 0 };
+  const ctx = ctxFor(o);
   const [{ ownedDomain }, { stopDomain }] = await Promise.all([import('../../../tasks/defined-domain.js'), import('../../../tasks/running-domain.js')]);
   if ((await ownedDomain(ctx)) === 'absent') {
     out.info(`VM ${o.config.name} does not exist: nothing to stop`);

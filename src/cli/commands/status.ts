@@ -13,11 +13,9 @@ function duration(s: number): string {
 }
 
 export async function status(opts: CommonOptions): Promise<number> {
-  const { o, plan } = await planFor(opts, {});
+  const { o, plan, state } = await planFor(opts, {}); // the plan's own state record: read once
   const { config: c, vm } = o;
   const node = (id: string) => plan.nodes.find((n) => n.id === id);
-  const { StateStore } = await import('../../graph/state.js');
-  const state = await StateStore.open(o.exists ? vm.path('state') : undefined);
   const running = node('running-domain');
   const domainState = !o.exists || running?.reason?.type === 'missing' && !state.get('defined-domain')
     ? 'absent'

@@ -2,6 +2,7 @@
 import { exitCodes } from '../../errors.js';
 import { describeReason } from '../../graph/events.js';
 import type { Plan } from '../../graph/plan.js';
+import { ctxFor } from '../../vm.js';
 import { Output } from '../output.js';
 import { planFor, runGraph, throwIfFailed, type CommonOptions } from './common.js';
 import { confirm } from '../prompt.js';
@@ -49,7 +50,7 @@ export async function up(opts: UpOptions): Promise<number> {
       import('../../../tasks/running-domain.js'),
       import('../../../tasks/defined-domain.js'),
     ]);
-    const ctx = { config: vm.config, vm: vm.vm, env: process.env, generation: 0 };
+    const ctx = ctxFor(vm);
     if ((await ownedDomain(ctx)) === 'ours') {
       out.info('stopping the guest for --reset');
       await stopDomain(ctx, { timeoutMs: 30_000, force: true, progress: (m) => out.waiting(m) });
