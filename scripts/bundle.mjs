@@ -7,7 +7,8 @@ import { readFileSync, rmSync } from 'node:fs';
 const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
 rmSync('dist/bundle', { recursive: true, force: true }); // chunk names change: no stale ones
 await build({
-  entryPoints: ['src/cli/main.ts'],
+  // The SSH control master runs as its own process (src/ssh/control.ts).
+  entryPoints: { main: 'src/cli/main.ts', 'control-master': 'src/ssh/control-master.ts' },
   outdir: 'dist/bundle',
   bundle: true,
   splitting: true,

@@ -39,6 +39,7 @@ export const VmFile = {
   domainXml: 'domain.xml',
   console: 'console.log', // the serial console, written by QEMU (through virtlogd)
   sshPort: 'ssh-port', // user-mode networking: the 127.0.0.1 port forwarded to the guest's 22
+  sshControl: 'ssh.sock', // the shared SSH connection's socket (0600), served by a control master
   digestCache: 'digests.json', // (dev, ino, size, mtime, ctime) -> digest, so unchanged files are read 0 times
 } as const;
 

@@ -84,6 +84,12 @@ export class SshSession {
     return this.closedFlag;
   }
 
+  /** Called once the connection has ended (at once if it already has). */
+  onClose(fn: () => void): void {
+    if (this.closedFlag) fn();
+    else this.client.once('close', fn);
+  }
+
   /** A TCP stream to `host:port` as seen from the guest (a direct-tcpip channel). */
   forwardOut(fromHost: string, fromPort: number, host: string, port: number): Promise<import('node:stream').Duplex> {
     if (this.closedFlag) return Promise.reject(this.lost(`forward to ${host}:${port}`));
@@ -101,60 +107,66 @@ export class SshSession {
   async exec(command: string, opts: ExecOptions = {}): Promise<ExecResult> {
     opts.signal?.throwIfAborted();
     if (this.closedFlag) throw this.lost(command);
-    const channel = await new Promise<ClientChannel>((resolve, reject) => {
+    return new Promise<ExecResult>((resolve, reject) => {
       try {
         this.client.exec(command, opts.pty ? { pty: true } : {}, (err, ch) =>
-          err ? reject(new SshError('connection-lost', `${this.where}: cannot start "${command}": ${err.message}`, undefined, { cause: err })) : resolve(ch),
+          err ? reject(new SshError('connection-lost', `${this.where}: cannot start "${command}": ${err.message}`, undefined, { cause: err })) : this.run(ch, command, opts, resolve, reject),
         );
       } catch (err) {
         reject(this.lost(command, err)); // ssh2 throws "Not connected" synchronously
       }
     });
-    return new Promise<ExecResult>((resolve, reject) => {
-      let exit: ExecResult | undefined;
-      let channelError: Error | undefined; // e.g. stdin written after the guest closed the channel
-      channel.on('error', (err: Error) => (channelError = err));
-      channel.on('exit', (code: number | null, signal?: string) => {
-        exit = typeof code === 'number' ? { code } : { code: null, ...(signal ? { signal } : {}) };
-      });
-      if (opts.stdout) channel.pipe(opts.stdout, { end: false });
-      else channel.resume();
-      if (opts.stderr) channel.stderr.pipe(opts.stderr, { end: false });
-      else channel.stderr.resume();
+  }
 
-      const stdin = opts.stdin;
-      if (stdin === undefined) channel.end();
-      else if (typeof stdin === 'string' || Buffer.isBuffer(stdin)) channel.end(stdin);
-      else (stdin as Readable).pipe(channel);
-
-      const onAbort = (): void => {
-        try {
-          channel.signal('TERM');
-        } catch {
-          // the channel is already closing
-        }
-        channel.close();
-      };
-      opts.signal?.addEventListener('abort', onAbort, { once: true });
-
-      // 'close' follows the end of stdout only; stderr may still hold data, so wait for both.
-      let closes = 0;
-      const onClosed = (): void => {
-        if (++closes < 2) return;
-        opts.signal?.removeEventListener('abort', onAbort);
-        if (stdin !== undefined && typeof stdin !== 'string' && !Buffer.isBuffer(stdin)) {
-          (stdin as Readable).unpipe(channel); // so a piped process.stdin lets the process exit
-        }
-        if (opts.stdout) channel.unpipe(opts.stdout);
-        if (opts.stderr) channel.stderr.unpipe(opts.stderr);
-        if (opts.signal?.aborted) reject(opts.signal.reason);
-        else if (exit) resolve(exit);
-        else reject(this.lost(command, this.lastError ?? channelError));
-      };
-      channel.once('close', onClosed);
-      if (channel.stderr.readableEnded) onClosed();
-      else channel.stderr.once('end', onClosed);
+  /**
+   * Wires a new channel at once, in ssh2's callback: the exit status may arrive in the same read
+   * as the channel's confirmation, and an 'exit' emitted before a listener is lost (seen with
+   * concurrent short commands).
+   */
+  private run(channel: ClientChannel, command: string, opts: ExecOptions, resolve: (r: ExecResult) => void, reject: (e: unknown) => void): void {
+    let exit: ExecResult | undefined;
+    let channelError: Error | undefined; // e.g. stdin written after the guest closed the channel
+    channel.on('error', (err: Error) => (channelError = err));
+    channel.on('exit', (code: number | null, signal?: string) => {
+      exit = typeof code === 'number' ? { code } : { code: null, ...(signal ? { signal } : {}) };
     });
+    if (opts.stdout) channel.pipe(opts.stdout, { end: false });
+    else channel.resume();
+    if (opts.stderr) channel.stderr.pipe(opts.stderr, { end: false });
+    else channel.stderr.resume();
+
+    const stdin = opts.stdin;
+    if (stdin === undefined) channel.end();
+    else if (typeof stdin === 'string' || Buffer.isBuffer(stdin)) channel.end(stdin);
+    else (stdin as Readable).pipe(channel);
+
+    const onAbort = (): void => {
+      try {
+        channel.signal('TERM');
+      } catch {
+        // the channel is already closing
+      }
+      channel.close();
+    };
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+
+    // 'close' follows the end of stdout only; stderr may still hold data, so wait for both.
+    let closes = 0;
+    const onClosed = (): void => {
+      if (++closes < 2) return;
+      opts.signal?.removeEventListener('abort', onAbort);
+      if (stdin !== undefined && typeof stdin !== 'string' && !Buffer.isBuffer(stdin)) {
+        (stdin as Readable).unpipe(channel); // so a piped process.stdin lets the process exit
+      }
+      if (opts.stdout) channel.unpipe(opts.stdout);
+      if (opts.stderr) channel.stderr.unpipe(opts.stderr);
+      if (opts.signal?.aborted) reject(opts.signal.reason);
+      else if (exit) resolve(exit);
+      else reject(this.lost(command, this.lastError ?? channelError));
+    };
+    channel.once('close', onClosed);
+    if (channel.stderr.readableEnded) onClosed();
+    else channel.stderr.once('end', onClosed);
   }
 
   /** Run `command` and collect its output as UTF-8 text. */

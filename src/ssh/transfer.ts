@@ -10,7 +10,7 @@ import { Transform, Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { Pack, UnpackSync, type ReadEntry, type WriteEntry } from 'tar';
 import { RumError } from '../errors.js';
-import type { SshSession } from './connect.js';
+import type { GuestShell } from './control.js';
 import { shellQuote } from './openssh.js';
 
 export interface TransferProgress {
@@ -45,7 +45,7 @@ export function guestPath(p: string): string {
 }
 
 /** Host file or directory → guest. */
-export async function upload(session: SshSession, hostSrc: string, guestDst: string, opts: TransferOptions = {}): Promise<TransferResult> {
+export async function upload(session: GuestShell, hostSrc: string, guestDst: string, opts: TransferOptions = {}): Promise<TransferResult> {
   checkPath(hostSrc, 'the host path');
   const dst = guestPath(guestDst);
   const st = await lstat(hostSrc).catch((err: NodeJS.ErrnoException) => {
@@ -109,7 +109,7 @@ export async function upload(session: SshSession, hostSrc: string, guestDst: str
 }
 
 /** Guest file or directory → host. */
-export async function download(session: SshSession, guestSrc: string, hostDst: string, opts: TransferOptions = {}): Promise<TransferResult> {
+export async function download(session: GuestShell, guestSrc: string, hostDst: string, opts: TransferOptions = {}): Promise<TransferResult> {
   checkPath(hostDst, 'the host path');
   const srcPath = guestPath(guestSrc);
   const s = await probe(session, srcPath);
@@ -213,7 +213,7 @@ function trimSlashes(p: string): string {
 }
 
 /** One round trip: what the guest has at `p`. */
-async function probe(session: SshSession, p: string): Promise<Found> {
+async function probe(session: GuestShell, p: string): Promise<Found> {
   const q = shellQuote(p);
   const parent = shellQuote(split(p).dir);
   const r = await session.execText(

@@ -2,7 +2,9 @@
 // the running domain rebuilt, data kept), ssh-config used by real ssh and scp, logs, the serial
 // console, provision, and a port forward reaching a server in the guest.
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { DOMAIN_PREFIX, bootSkipReason, freePortInNs, inNs, tail } from './env.js';
@@ -36,6 +38,13 @@ test('daily commands: status, down/up, ssh-config with ssh and scp, logs, provis
   assert.equal(running.definitionCurrent, true);
   assert.deepEqual(running.nodes.filter((n: any) => n.state !== 'fresh'), []);
   assert.deepEqual(running.ports, [{ host: hostPort, guest: 8000, bind: '127.0.0.1', proto: 'tcp' }]);
+
+  // Commands share one login, as with OpenSSH's ControlMaster: the guest sees one client port.
+  const sshClient = async (): Promise<string> => (await p.exec('echo $SSH_CLIENT')).stdout.trim();
+  const first = await sshClient();
+  assert.match(first, /^\S+ \d+ 22$/);
+  assert.equal(await sshClient(), first);
+  assert.ok(existsSync(join(p.vmDir, 'ssh.sock')));
 
   // ssh-config: accepted by ssh -G, then used by the real ssh and scp (inside the namespace).
   const cfg = await p.rum('ssh-config');
@@ -77,10 +86,14 @@ test('daily commands: status, down/up, ssh-config with ssh and scp, logs, provis
   const down = await p.rum('down');
   assert.equal(down.code, 0, down.stderr);
   assert.equal((await p.rumJson('status')).state, 'shut off');
+  // The shared login ended with the guest; nothing serves its socket any more.
+  for (let i = 0; i < 50 && existsSync(join(p.vmDir, 'ssh.sock')); i++) await sleep(100);
+  assert.equal(existsSync(join(p.vmDir, 'ssh.sock')), false);
   assert.equal((await p.rum('down')).code, 0, 'down is idempotent');
   await p.editConfig((c) => (c.provision.boot = 'echo boot-script-ran\n')); // user-data back as it was
   const back = await p.rumJson('up');
   assert.equal(back.ok, true, JSON.stringify(back.failure));
   assert.deepEqual(builtIds(back), ['running-domain', 'ssh-ready']);
   assert.equal((await p.exec('cat ~/data')).stdout.trim(), 'persisted');
+  assert.notEqual(await sshClient(), first, 'a new login after the reboot');
 });

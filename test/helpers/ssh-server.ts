@@ -105,6 +105,11 @@ export class TestSshServer {
     return self;
   }
 
+  /** Ends every connection, as a guest that stops does, and keeps listening. */
+  dropConnections(): void {
+    for (const s of this.sockets) s.destroy();
+  }
+
   async close(): Promise<void> {
     for (const c of this.children) killGroup(c, 'SIGKILL');
     for (const s of this.sockets) s.destroy();

@@ -3,7 +3,7 @@
 // (-r is accepted, as scp users type it). The copying itself is src/ssh/transfer.ts.
 import { RumError } from '../../errors.js';
 import { checkPath, download, upload, type TransferProgress, type TransferResult } from '../../ssh/transfer.js';
-import { guestTarget } from '../guest.js';
+import { guestShell } from '../guest.js';
 import { Output } from '../output.js';
 import type { CommonOptions } from './common.js';
 
@@ -38,9 +38,7 @@ export function cpPlan(src: string, dst: string): CpPlan {
 export async function cp(src: string, dst: string, opts: CpOptions): Promise<number> {
   const plan = cpPlan(src, dst); // a usage error needs no VM
   const out = new Output(opts);
-  const target = await guestTarget(opts);
-  const { connect } = await import('../../ssh/connect.js');
-  const session = await connect(target);
+  const session = await guestShell(opts);
   try {
     const onProgress = out.json ? undefined : progress(out, plan.direction);
     const r: TransferResult =

@@ -5,7 +5,7 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { RumError } from '../../errors.js';
 import { openVm } from '../../vm.js';
-import { guestTarget } from '../guest.js';
+import { guestShell } from '../guest.js';
 import type { CommonOptions } from './common.js';
 
 export interface LogsOptions extends CommonOptions {
@@ -40,9 +40,8 @@ async function consoleLog(opts: LogsOptions): Promise<number> {
 
 export async function logs(opts: LogsOptions): Promise<number> {
   if (opts.console) return consoleLog(opts);
-  const [{ connect }, { GuestPaths }] = await Promise.all([import('../../ssh/connect.js'), import('../../cloudinit/documents.js')]);
-  const target = await guestTarget(opts);
-  const session = await connect(target);
+  const { GuestPaths } = await import('../../cloudinit/documents.js');
+  const session = await guestShell(opts);
   try {
     const cmd = opts.provision
       ? `for s in system boot; do f=${GuestPaths.logs}/$s.log; [ -f "$f" ] && { echo "== $s (exit $(cat ${GuestPaths.logs}/$s.status 2>/dev/null || echo '?'))"; cat "$f"; }; done; true`
