@@ -12,7 +12,7 @@ export interface RumCtx {
   generation: number;
 }
 
-/** One virsh wrapper per run, loaded on first use (execa is costly to import). */
+/** One virsh wrapper per run, loaded on first use. */
 const virshes = new Map<string, Promise<import('../src/libvirt/virsh.js').Virsh>>();
 export function virsh(ctx: RumCtx): Promise<import('../src/libvirt/virsh.js').Virsh> {
   const uri = ctx.config.libvirt.uri;
@@ -42,17 +42,13 @@ export interface DomainFacts {
   inactiveXml: string | undefined;
 }
 
-// One look at libvirt per run, shared by every check that asks about the domain (both queries at
-// once: each virsh call is a process and a round trip to libvirtd). Builds that change the
-// domain forget it.
+// One look at libvirt per run, shared by every check that asks about the domain. Builds that
+// change the domain forget it.
 const facts = new WeakMap<RumCtx, Promise<DomainFacts>>();
 export function domainFacts(ctx: RumCtx): Promise<DomainFacts> {
   let f = facts.get(ctx);
   if (!f) {
-    f = virsh(ctx).then(async (v) => {
-      const [state, inactiveXml] = await Promise.all([v.domainState(ctx.config.name), v.dumpxml(ctx.config.name, { inactive: true })]);
-      return { state, inactiveXml };
-    });
+    f = virsh(ctx).then((v) => v.domainSnapshot(ctx.config.name));
     facts.set(ctx, f);
     f.catch(() => facts.delete(ctx));
   }

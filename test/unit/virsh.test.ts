@@ -71,6 +71,25 @@ test('test driver: states, XML, lists and absent things as values', async () => 
   assert.equal(await virsh.domainState('--help'), undefined);
 });
 
+test('test driver: a domain snapshot (state and persistent XML) in one virsh process', async () => {
+  const virsh = new Virsh(TEST_URI);
+  const snap = await virsh.domainSnapshot('test');
+  assert.equal(snap.state, 'running');
+  assert.equal(snap.inactiveXml, await virsh.dumpxml('test', { inactive: true }));
+  assert.deepEqual(await virsh.domainSnapshot('no-such-domain'), { state: undefined, inactiveXml: undefined });
+  // Not a plain word: never handed to virsh's command parser (two plain calls instead).
+  assert.deepEqual(await virsh.domainSnapshot('x; destroy test'), { state: undefined, inactiveXml: undefined });
+  assert.deepEqual(await virsh.domainSnapshot('--help'), { state: undefined, inactiveXml: undefined });
+  assert.equal(await virsh.domainState('test'), 'running');
+  // A daemon that is not there is still an error, not an absent domain.
+  await assert.rejects(new Virsh('qemu+unix:///system?socket=/nonexistent/sock').domainSnapshot('test'), (e: unknown) => {
+    assert.ok(e instanceof VirshError);
+    assert.equal(e.kind, 'no-daemon');
+    assert.match(e.message, /^virsh domstate: /);
+    return true;
+  });
+});
+
 test('test driver: networks', async () => {
   const virsh = new Virsh(TEST_URI);
   assert.deepEqual(await virsh.netInfo('default'), {
