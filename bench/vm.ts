@@ -1,11 +1,12 @@
 // VM figures for make bench, in the sandboxed environment: a no-op `rum up` on a running VM,
 // and a cold `up` (image cached) to SSH-ready beside the guest's own boot-to-sshd time.
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
+import { ioBench } from './io.js';
 
 type Add = (what: string, rum: string, baseline: string, target: string) => void;
 interface Tools {
@@ -33,19 +34,29 @@ export async function vmBench(add: Add, { median, time }: Tools): Promise<void> 
   try {
     // Image fetched once (not part of the cold figure: "image cached").
     run('build', 'base-image');
+    // The guest's own boot, as the issue defines it: from QEMU's start (virtlogd creates the
+    // console log as QEMU starts) to the console's "Started ssh.service", both seen by polling
+    // the log every 20 ms while `rum up` runs.
     const colds: number[] = [];
     const guests: number[] = [];
+    const kernels: number[] = [];
+    const consoleLog = join(work, 'data', 'rum', name, 'console.log');
     for (let i = 0; i < 3; i++) {
-      const t0 = Date.now();
-      run('up');
-      colds.push(Date.now() - t0);
-      guests.push(sshdListening(join(work, 'data', 'rum', name, 'console.log')));
+      const r = await timedUp(rumCmd('up'), proj, consoleLog);
+      colds.push(r.total);
+      guests.push(r.sshd - r.qemu);
+      kernels.push(sshdListening(consoleLog));
       if (i < 2) run('destroy', '-y');
       if (i < 2) run('build', 'base-image');
     }
     const cold = median(colds) / 1000;
-    const guest = median(guests);
-    add('cold `rum up` (image cached) to SSH-ready + cloud-init done', `${cold.toFixed(1)} s`, `guest kernel start → sshd listening: ${guest.toFixed(1)} s (${(cold / guest).toFixed(2)}x)`, '≤ 1.10x');
+    const guest = median(guests) / 1000;
+    add(
+      'cold `rum up` (image cached) to SSH-ready + cloud-init done',
+      `${cold.toFixed(1)} s`,
+      `guest: QEMU start → sshd started ${guest.toFixed(1)} s (${(cold / guest).toFixed(2)}x); kernel → sshd ${median(kernels).toFixed(1)} s`,
+      '≤ 1.10x',
+    );
 
     const noop = time(rumCmd('up'), { cwd: proj, runs: 15 });
     const virshList = time(['virsh', '-c', 'qemu:///system', 'list'], { runs: 15 });
@@ -58,12 +69,15 @@ export async function vmBench(add: Add, { median, time }: Tools): Promise<void> 
     const status = time(rumCmd('status'), { cwd: proj, runs: 15 });
     add('`rum status` on a running VM', ms(status), `virsh list: ${ms(virshList)}, node -e 0: ${ms(nodeStart)}`, '≤ 120 ms');
 
+    // The first (unmeasured) run starts the shared login; the rest use it.
     const exec = time(rumCmd('exec', '--', 'true'), { cwd: proj, runs: 10 });
+    const unshared = time([inNs, 'env', 'RUM_SSH_SHARE=0', ...rumCmd('exec', '--', 'true').slice(2)], { cwd: proj, runs: 10 });
     const port = JSON.parse(readFileSync(join(work, 'data', 'rum', name, 'state.json'), 'utf8')).nodes['ssh-ready'].data.port;
     const key = join(work, 'data', 'rum', name, 'id_ed25519');
     const known = join(work, 'data', 'rum', name, 'known_hosts');
     const plain = time([inNs, 'ssh', '-i', key, '-o', `UserKnownHostsFile=${known}`, '-o', `HostKeyAlias=rum-${name}`, '-o', 'StrictHostKeyChecking=yes', '-p', String(port), 'rum@127.0.0.1', 'true'], { runs: 10 });
-    add('`rum exec -- true` on a ready VM', ms(exec), `plain ssh, same key: ${ms(plain)}`, '≤ plain ssh');
+    add('`rum exec -- true` on a ready VM (shared login)', ms(exec), `plain ssh, same key: ${ms(plain)}`, '≤ plain ssh');
+    add('`rum exec -- true`, RUM_SSH_SHARE=0 (own login)', ms(unshared), `plain ssh, same key: ${ms(plain)}`, '');
   } finally {
     try {
       run('destroy', '-y');
@@ -72,11 +86,34 @@ export async function vmBench(add: Add, { median, time }: Tools): Promise<void> 
     }
     rmSync(work, { recursive: true, force: true });
   }
+  await ioBench(add, mirror);
+}
+
+const SSHD_STARTED = /Started (?:\x1b\[[0-9;]*m)?ssh\.service/;
+
+/** Runs `rum up`, noting (ms from its start) when QEMU started and when the guest's sshd did. */
+async function timedUp(argv: string[], cwd: string, consoleLog: string): Promise<{ total: number; qemu: number; sshd: number }> {
+  const t0 = performance.now();
+  let qemu = NaN;
+  let sshd = NaN;
+  const poll = setInterval(() => {
+    if (!Number.isNaN(sshd)) return;
+    const text = existsSync(consoleLog) ? readFileSync(consoleLog, 'utf8') : undefined;
+    if (text === undefined) return;
+    if (Number.isNaN(qemu)) qemu = performance.now() - t0;
+    if (SSHD_STARTED.test(text)) sshd = performance.now() - t0;
+  }, 20);
+  const child = spawn(argv[0]!, argv.slice(1), { cwd, stdio: 'ignore' });
+  const code = await new Promise<number | null>((r) => child.once('close', r));
+  clearInterval(poll);
+  if (code !== 0) throw new Error(`rum up exited ${code}`);
+  if (Number.isNaN(qemu) || Number.isNaN(sshd)) throw new Error(`no QEMU start or sshd start seen in ${consoleLog}`);
+  return { total: performance.now() - t0, qemu, sshd };
 }
 
 /** Seconds from the guest kernel's start to sshd listening, from the serial console's timestamps. */
 function sshdListening(consoleLog: string): number {
-  const text = readFileSync(consoleLog, 'utf8');
+  const text = readFileSync(consoleLog, 'utf8').replace(/\x1b\[[0-9;]*m/g, '');
   // The last boot in the log; systemd prints no timestamps, so use the kernel's [ seconds ] of the
   // nearest line after "Started ssh.service".
   const i = text.lastIndexOf('Started ssh.service');

@@ -11,7 +11,7 @@ import type { Engine, PlanOptions } from './graph/plan.js';
 import { StateStore } from './graph/state.js';
 import { VmDir } from './paths.js';
 import type { Config } from './config/schema.js';
-import type { RumCtx } from '../tasks/context.js';
+import { domainFacts, type RumCtx } from '../tasks/context.js';
 import { rules } from '../tasks/index.js';
 
 export interface GlobalOptions {
@@ -82,6 +82,9 @@ export function ctxFor(o: OpenVm, env = process.env): RumCtx {
 }
 
 export async function engineFor(o: OpenVm, opts: PlanOptions, env = process.env): Promise<Engine<RumCtx>> {
+  // libvirt's answer (a virsh process) is needed by every plan of an existing VM: ask now, so it
+  // overlaps reading the state record and assessing the file nodes. Errors surface where it is used.
+  if (o.exists) domainFacts({ config: o.config, vm: o.vm, env }).catch(() => {});
   // Static: every command that opens a VM needs the rules and digests; an import hop costs more.
   const [state, digests] = await Promise.all([
     StateStore.open(o.exists ? o.vm.path('state') : undefined),

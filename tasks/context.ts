@@ -14,7 +14,7 @@ export interface RumCtx {
 
 /** One virsh wrapper per run, loaded on first use. */
 const virshes = new Map<string, Promise<import('../src/libvirt/virsh.js').Virsh>>();
-export function virsh(ctx: RumCtx): Promise<import('../src/libvirt/virsh.js').Virsh> {
+export function virsh(ctx: Pick<RumCtx, 'config'>): Promise<import('../src/libvirt/virsh.js').Virsh> {
   const uri = ctx.config.libvirt.uri;
   let v = virshes.get(uri);
   if (!v) {
@@ -42,18 +42,22 @@ export interface DomainFacts {
   inactiveXml: string | undefined;
 }
 
-// One look at libvirt per run, shared by every check that asks about the domain. Builds that
-// change the domain forget it.
-const facts = new WeakMap<RumCtx, Promise<DomainFacts>>();
-export function domainFacts(ctx: RumCtx): Promise<DomainFacts> {
-  let f = facts.get(ctx);
+// One look at libvirt per run, shared by every check that asks about the domain, and kept by the
+// VM's directory object, so a caller may start it before the run's context exists (it then
+// overlaps the rest of start-up). Builds that change the domain forget it.
+const facts = new WeakMap<RumCtx['vm'], Promise<DomainFacts>>();
+export function domainFacts(ctx: Pick<RumCtx, 'config' | 'vm' | 'env'>): Promise<DomainFacts> {
+  let f = facts.get(ctx.vm);
   if (!f) {
-    f = virsh(ctx).then((v) => v.domainSnapshot(ctx.config.name));
-    facts.set(ctx, f);
-    f.catch(() => facts.delete(ctx));
+    const p = virsh(ctx).then((v) => v.domainSnapshot(ctx.config.name));
+    facts.set(ctx.vm, p);
+    p.catch(() => {
+      if (facts.get(ctx.vm) === p) facts.delete(ctx.vm);
+    });
+    f = p;
   }
   return f;
 }
 export function forgetDomainFacts(ctx: RumCtx): void {
-  facts.delete(ctx);
+  facts.delete(ctx.vm);
 }

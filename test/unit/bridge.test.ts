@@ -206,7 +206,7 @@ test('a burst of 2,000 new files is replayed in a few round trips', async (t) =>
   const dir = await tempDir(t, 'burst');
   const staging = await tempDir(t, 'staging');
   await mkdir(join(staging, 'many'));
-  const { bridge, replayedPaths } = await bridgeOn(t, server, { mounts: [{ hostPath: dir, guestPath: dir }] });
+  const { bridge, events, replayedPaths } = await bridgeOn(t, server, { mounts: [{ hostPath: dir, guestPath: dir }] });
   const names = Array.from({ length: 2000 }, (_, i) => `f${i}.txt`);
   for (let i = 0; i < names.length; i += 200) await Promise.all(names.slice(i, i + 200).map((n) => writeFile(join(staging, 'many', n), n)));
   // All 2,000 appear at once, as in a checkout, however slowly this machine writes the files.
@@ -214,6 +214,10 @@ test('a burst of 2,000 new files is replayed in a few round trips', async (t) =>
   await waitFor('every file to be replayed', () => new Set(replayedPaths()).size >= 2001, 30_000); // and the directory
   const s = bridge.stats();
   assert.ok(s.roundTrips <= 20, JSON.stringify(s));
+  // Large batches are split between forked workers: their acks add up to every record, no errors.
+  const acks = events.flatMap((e) => (e.type === 'batch' ? [e.ack] : []));
+  assert.equal(acks.reduce((n, a) => n + a.applied + a.newer, 0), s.records);
+  assert.deepEqual(acks.flatMap((a) => Object.keys(a.errors)), []);
   const replayed = new Set(replayedPaths());
   for (const n of names) assert.ok(replayed.has(join(dir, 'many', n)), n);
 });

@@ -1,0 +1,216 @@
+// I/O figures for make bench, on one guest with a virtiofs and a 9p share (qemu:///system, in the
+// sandbox): `rum cp` of a 200 MB tree beside `tar | ssh`, the inotify bridge's latency and a
+// 10,000-file burst, and a 1 GiB sequential read through virtiofs, 9p and `rum cp`.
+// Every wait has a bound; every process started here is ended here, by its own handle.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+import { repoUrl } from '../test/e2e/env.js';
+
+type Add = (what: string, rum: string, baseline: string, target: string) => void;
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const rum = join(root, 'bin/rum.js');
+const inNs = join(root, 'test/e2e/rum-in-ns');
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+const sec = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+const mbps = (bytes: number, ms: number) => `${(bytes / 1e6 / (ms / 1000)).toFixed(0)} MB/s`;
+
+export async function ioBench(add: Add, mirror: string): Promise<void> {
+  console.error('rum bench: I/O figures (cp, inotify bridge, shares)');
+  const work = mkdtempSync(join(tmpdir(), 'rum-bench-io-'));
+  chmodSync(work, 0o755);
+  const proj = join(work, 'proj');
+  for (const d of ['', 'vfs', 'p9', 'tree']) mkdirSync(join(proj, d), { recursive: true });
+  const name = 'rumtest-bench-io';
+  writeFileSync(
+    join(proj, 'rum.yaml'),
+    stringify({
+      name,
+      image: { base: 'debian-12' },
+      resources: { cpus: 2, memory: '2G', disk: '5G' },
+      network: { mode: 'user' },
+      mounts: [
+        { source: './vfs', target: '/work', type: 'virtiofs', inotify: true },
+        { source: './p9', target: '/p9', type: '9p' },
+      ],
+      provision: { packages: ['inotify-tools'], apt_sources: [`deb [trusted=yes] ${repoUrl('slirp')} ./`] },
+    }),
+  );
+  const envArgs = [`XDG_DATA_HOME=${join(work, 'data')}`, `XDG_CACHE_HOME=${join(work, 'cache')}`, `RUM_IMAGE_MIRROR=${mirror}`, 'NO_COLOR=1'];
+  const rumArgv = (...args: string[]) => ['env', ...envArgs, process.execPath, rum, ...args];
+  const run = (...args: string[]): string => execFileSync(inNs, rumArgv(...args), { cwd: proj, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 2 ** 26 });
+  const timed = (fn: () => void): number => {
+    const t0 = process.hrtime.bigint();
+    fn();
+    return Number(process.hrtime.bigint() - t0) / 1e6;
+  };
+  const children: ChildProcess[] = [];
+  try {
+    run('up');
+    const vmDir = join(work, 'data', 'rum', name);
+    const port = JSON.parse(readFileSync(join(vmDir, 'state.json'), 'utf8')).nodes['ssh-ready'].data.port as number;
+    const ssh = ['ssh', '-i', join(vmDir, 'id_ed25519'), '-o', `UserKnownHostsFile=${join(vmDir, 'known_hosts')}`, '-o', `HostKeyAlias=rum-${name}`];
+    const sshArgs = [...ssh, '-o', 'StrictHostKeyChecking=yes', '-p', String(port), 'rum@127.0.0.1'];
+    const guest = (cmd: string): string => run('exec', '--', 'sh', '-c', cmd);
+
+    // --- rum cp: a 200 MB tree (one 100 MB file, 2,000 files of 50 kB), incompressible.
+    const tree = join(proj, 'tree', 't');
+    mkdirSync(join(tree, 'small'), { recursive: true });
+    writeBig(join(tree, 'big.bin'), 100 * 2 ** 20);
+    for (let i = 0; i < 2000; i++) writeFileSync(join(tree, 'small', `f${i}`), randomBytes(50 * 1024));
+    const treeBytes = 100 * 2 ** 20 + 2000 * 50 * 1024;
+    const ups: number[] = [];
+    const tarUps: number[] = [];
+    const downs: number[] = [];
+    const tarDowns: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      guest('rm -rf ~/up ~/tarup && mkdir -p ~/tarup');
+      ups.push(timed(() => run('cp', tree, ':up')));
+      // The baseline: what a user would type, inside the same namespace.
+      tarUps.push(timed(() => execFileSync('sh', ['-c', `tar -C ${join(proj, 'tree')} -cf - t | ${inNs} ${sshArgs.map(q).join(' ')} 'tar -C ~/tarup -xf -'`])));
+      rmSync(join(work, 'down'), { recursive: true, force: true });
+      rmSync(join(work, 'tardown'), { recursive: true, force: true });
+      mkdirSync(join(work, 'tardown'));
+      downs.push(timed(() => run('cp', ':up', join(work, 'down'))));
+      tarDowns.push(timed(() => execFileSync('sh', ['-c', `${inNs} ${sshArgs.map(q).join(' ')} 'tar -C ~ -cf - up' | tar -C ${join(work, 'tardown')} -xf -`])));
+    }
+    const [up, tarUp, down, tarDown] = [ups, tarUps, downs, tarDowns].map(median) as [number, number, number, number];
+    add('`rum cp` 200 MB tree to the guest', `${sec(up)} (${mbps(treeBytes, up)})`, `tar | ssh: ${sec(tarUp)} (${(up / tarUp).toFixed(2)}x)`, '≤ 1.3x');
+    add('`rum cp` 200 MB tree from the guest', `${sec(down)} (${mbps(treeBytes, down)})`, `ssh tar | tar: ${sec(tarDown)} (${(down / tarDown).toFixed(2)}x)`, '≤ 1.3x');
+    rmSync(join(proj, 'tree'), { recursive: true, force: true });
+    rmSync(join(work, 'down'), { recursive: true, force: true });
+    rmSync(join(work, 'tardown'), { recursive: true, force: true });
+    guest('rm -rf ~/up ~/tarup');
+
+    // --- The inotify bridge: one edit's latency, then a 10,000-file burst.
+    mkdirSync(join(proj, 'vfs', 'burst'));
+    for (let i = 0; i < 10_000; i++) writeFileSync(join(proj, 'vfs', 'burst', `f${i}.txt`), 'v0\n');
+    const watcher = lineStream(spawn(inNs, rumArgv('exec', '--', 'stdbuf', '-oL', 'inotifywait', '-m', '-r', '-e', 'close_write', '--format', '%w%f', '/work'), { cwd: proj, stdio: ['ignore', 'pipe', 'ignore'] }));
+    children.push(watcher.child);
+    await sleep(3000); // inotifywait sets up its watches (it prints nothing when done)
+    const bridge = lineStream(spawn(inNs, rumArgv('watch', '--json'), { cwd: proj, stdio: ['ignore', 'pipe', 'ignore'] }));
+    children.push(bridge.child);
+    await bridge.waitFor((l) => l.includes('"ready"'), 60_000);
+    const lat: number[] = [];
+    for (let i = 0; i < 15; i++) {
+      const f = `lat-${i}.txt`;
+      const t0 = performance.now();
+      writeFileSync(join(proj, 'vfs', f), `${i}\n`);
+      await watcher.waitFor((l) => l === `/work/${f}`, 10_000);
+      lat.push(performance.now() - t0);
+      await sleep(300);
+    }
+    // The watcher's line comes back over SSH too, so this is an upper bound of the event's delay.
+    add('inotify bridge: host edit → guest watcher event', `${median(lat).toFixed(0)} ms`, 'round trip of the report included', '≤ 250 ms');
+
+    const batchesBefore = bridge.lines.filter((l) => l.includes('"batch"')).length;
+    const seen = new Set<string>();
+    const t0 = performance.now();
+    for (let i = 0; i < 10_000; i++) writeFileSync(join(proj, 'vfs', 'burst', `f${i}.txt`), 'v1\n');
+    const written = performance.now() - t0;
+    await watcher.waitFor((l) => {
+      if (l.startsWith('/work/burst/')) seen.add(l);
+      return seen.size >= 10_000;
+    }, 60_000);
+    const burst = performance.now() - t0;
+    await sleep(1000); // let the last batch's line arrive
+    const trips = bridge.lines.filter((l) => l.includes('"batch"')).length - batchesBefore;
+    add('inotify bridge: 10,000-file burst replayed', `${sec(burst)}, ${trips} round trips`, `host wrote them in ${sec(written)}`, '≤ 3 s, ≤ 50 round trips');
+    for (const c of children) c.kill('SIGINT');
+    await Promise.all([watcher.exited, bridge.exited]);
+    children.length = 0;
+    rmSync(join(proj, 'vfs', 'burst'), { recursive: true, force: true });
+
+    // --- 1 GiB sequential read: virtiofs, 9p, rum cp. The guest's page cache is dropped each time.
+    writeBig(join(proj, 'vfs', 'big.bin'), 2 ** 30);
+    linkSync(join(proj, 'vfs', 'big.bin'), join(proj, 'p9', 'big.bin'));
+    const readThrough = (path: string): number => {
+      // dd reports what it read: a short read would show here, not as a fast figure.
+      const out = guest(`sync; echo 3 | sudo -n tee /proc/sys/vm/drop_caches >/dev/null; s=$(date +%s%N); dd if=${path} of=/dev/null bs=1M 2>/tmp/dd; e=$(date +%s%N); echo $(( (e - s) / 1000000 )) $(sed -n 3p /tmp/dd | cut -d' ' -f1)`);
+      const [ms, bytes] = out.trim().split(/\s+/).map(Number) as [number, number];
+      if (bytes !== 2 ** 30) throw new Error(`${path}: read ${bytes} bytes, not 1 GiB`);
+      return ms;
+    };
+    const vfs: number[] = [];
+    const p9: number[] = [];
+    const cps: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      vfs.push(readThrough('/work/big.bin'));
+      p9.push(readThrough('/p9/big.bin'));
+      guest('rm -f ~/big.bin');
+      cps.push(timed(() => run('cp', join(proj, 'vfs', 'big.bin'), ':big.bin')));
+    }
+    guest('rm -f ~/big.bin');
+    const gib = 2 ** 30;
+    add(
+      '1 GiB sequential read in the guest',
+      `virtiofs: ${mbps(gib, median(vfs))}`,
+      `9p: ${mbps(gib, median(p9))}; rum cp: ${mbps(gib, median(cps))}`,
+      'reported side by side',
+    );
+  } finally {
+    for (const c of children) c.kill('SIGKILL');
+    try {
+      run('destroy', '-y');
+    } catch {
+      /* reported by the run that failed */
+    }
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function writeBig(path: string, bytes: number): void {
+  const fd = openSync(path, 'w');
+  const chunk = randomBytes(8 * 2 ** 20);
+  for (let done = 0; done < bytes; done += chunk.length) writeSync(fd, chunk, 0, Math.min(chunk.length, bytes - done));
+  closeSync(fd);
+}
+
+/** A child's stdout as lines, with a bounded wait for a line that matches. */
+function lineStream(child: ChildProcess): {
+  child: ChildProcess;
+  lines: string[];
+  exited: Promise<void>;
+  waitFor(match: (line: string) => boolean, timeoutMs: number): Promise<void>;
+} {
+  const lines: string[] = [];
+  let waiter: { match: (l: string) => boolean; done: () => void } | undefined;
+  let rest = '';
+  child.stdout!.on('data', (c: Buffer) => {
+    const parts = (rest + c.toString()).split('\n');
+    rest = parts.pop()!;
+    for (const l of parts) {
+      lines.push(l);
+      if (waiter?.match(l)) waiter.done();
+    }
+  });
+  const exited = new Promise<void>((r) => child.once('close', () => r()));
+  return {
+    child,
+    lines,
+    exited,
+    waitFor: (match, timeoutMs) =>
+      new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no matching line in ${timeoutMs} ms (last: ${lines.at(-1) ?? 'none'})`)), timeoutMs);
+        waiter = {
+          match,
+          done: () => {
+            clearTimeout(timer);
+            waiter = undefined;
+            resolve();
+          },
+        };
+      }),
+  };
+}
