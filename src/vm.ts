@@ -12,7 +12,6 @@ import { StateStore } from './graph/state.js';
 import { VmDir } from './paths.js';
 import type { Config } from './config/schema.js';
 import { domainFacts, type RumCtx } from '../tasks/context.js';
-import { rules } from '../tasks/index.js';
 
 export interface GlobalOptions {
   config?: string;
@@ -85,8 +84,9 @@ export async function engineFor(o: OpenVm, opts: PlanOptions, env = process.env)
   // libvirt's answer (a virsh process) is needed by every plan of an existing VM: ask now, so it
   // overlaps reading the state record and assessing the file nodes. Errors surface where it is used.
   if (o.exists) domainFacts({ config: o.config, vm: o.vm, env }).catch(() => {});
-  // Static: every command that opens a VM needs the rules and digests; an import hop costs more.
-  const [state, digests] = await Promise.all([
+  // The rules load after that question is asked (an import of its own, for that overlap).
+  const [{ rules }, state, digests] = await Promise.all([
+    import('../tasks/index.js'),
     StateStore.open(o.exists ? o.vm.path('state') : undefined),
     DigestCache.open(o.exists ? o.vm.path('digestCache') : undefined),
   ]);

@@ -3,6 +3,7 @@
 import { createHash } from 'node:crypto';
 import type { Config } from '../src/config/schema.js';
 import type { VmDir } from '../src/paths.js';
+import { Virsh, type DomainState } from '../src/libvirt/virsh.js';
 
 export interface RumCtx {
   config: Config;
@@ -12,16 +13,17 @@ export interface RumCtx {
   generation: number;
 }
 
-/** One virsh wrapper per run, loaded on first use. */
-const virshes = new Map<string, Promise<import('../src/libvirt/virsh.js').Virsh>>();
-export function virsh(ctx: Pick<RumCtx, 'config'>): Promise<import('../src/libvirt/virsh.js').Virsh> {
+/** One virsh wrapper per URI per run. Loaded with this module: an existing VM's plan asks
+ * libvirt first thing, and an import hop there would delay the question. */
+const virshes = new Map<string, Virsh>();
+export function virsh(ctx: Pick<RumCtx, 'config'>): Promise<Virsh> {
   const uri = ctx.config.libvirt.uri;
   let v = virshes.get(uri);
   if (!v) {
-    v = import('../src/libvirt/virsh.js').then(({ Virsh }) => new Virsh(uri));
+    v = new Virsh(uri);
     virshes.set(uri, v);
   }
-  return v;
+  return Promise.resolve(v);
 }
 
 /** The guest's MAC: stable per VM name, in QEMU's locally administered 52:54:00 range. */
@@ -38,7 +40,7 @@ export function uuidFor(configFile: string, name: string): string {
 }
 
 export interface DomainFacts {
-  state: import('../src/libvirt/virsh.js').DomainState | undefined; // undefined: no such domain
+  state: DomainState | undefined; // undefined: no such domain
   inactiveXml: string | undefined;
 }
 
