@@ -116,14 +116,22 @@ export async function ioBench(add: Add, mirror: string): Promise<void> {
     const t0 = performance.now();
     for (let i = 0; i < 10_000; i++) writeFileSync(join(proj, 'vfs', 'burst', `f${i}.txt`), 'v1\n');
     const written = performance.now() - t0;
-    await watcher.waitFor((l) => {
-      if (l.startsWith('/work/burst/')) seen.add(l);
-      return seen.size >= 10_000;
-    }, 60_000);
+    // Bounded at 3 minutes; what arrived by then is reported rather than lost.
+    const complete = await watcher
+      .waitFor((l) => {
+        if (l.startsWith('/work/burst/')) seen.add(l);
+        return seen.size >= 10_000;
+      }, 180_000)
+      .then(() => true, () => false);
     const burst = performance.now() - t0;
     await sleep(1000); // let the last batch's line arrive
     const trips = bridge.lines.filter((l) => l.includes('"batch"')).length - batchesBefore;
-    add('inotify bridge: 10,000-file burst replayed', `${sec(burst)}, ${trips} round trips`, `host wrote them in ${sec(written)}`, '≤ 3 s, ≤ 50 round trips');
+    add(
+      'inotify bridge: 10,000-file burst replayed',
+      complete ? `${sec(burst)}, ${trips} round trips` : `only ${seen.size} seen in ${sec(burst)}, ${trips} round trips`,
+      `host wrote them in ${sec(written)}`,
+      '≤ 3 s, ≤ 50 round trips',
+    );
     for (const c of children) c.kill('SIGINT');
     await Promise.all([watcher.exited, bridge.exited]);
     children.length = 0;

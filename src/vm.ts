@@ -81,15 +81,16 @@ export function ctxFor(o: OpenVm, env = process.env): RumCtx {
 }
 
 export async function engineFor(o: OpenVm, opts: PlanOptions, env = process.env): Promise<Engine<RumCtx>> {
-  // libvirt's answer (a virsh process) is needed by every plan of an existing VM: ask now, so it
-  // overlaps reading the state record and assessing the file nodes. Errors surface where it is used.
-  if (o.exists) domainFacts({ config: o.config, vm: o.vm, env }).catch(() => {});
-  // The rules load after that question is asked (an import of its own, for that overlap).
-  const [{ rules }, state, digests] = await Promise.all([
-    import('../tasks/index.js'),
+  const rulesP = import('../tasks/index.js');
+  const [state, digests] = await Promise.all([
     StateStore.open(o.exists ? o.vm.path('state') : undefined),
     DigestCache.open(o.exists ? o.vm.path('digestCache') : undefined),
   ]);
+  // Once a domain was defined, every plan asks libvirt about it (a virsh process): ask now, so the
+  // question overlaps loading the rules and assessing the file nodes. Before that, plans never
+  // ask (their upstream is stale), so neither does this. Errors surface where it is used.
+  if (state.get('defined-domain')) domainFacts({ config: o.config, vm: o.vm, env }).catch(() => {});
+  const { rules } = await rulesP;
   const ctx: RumCtx = { config: o.config, vm: o.vm, env, generation: state.generation + (opts.reset ? 1 : 0) };
   return { ctx, rules, state, digests, opts };
 }

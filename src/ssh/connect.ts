@@ -344,7 +344,7 @@ export interface WaitReadyOptions {
   getAddress?: () => Promise<string | undefined>;
   maxAttempts?: number; // default: enough that the time bound is the one reached
   attemptTimeoutMs?: number; // one TCP connect + handshake + login; default 20 s
-  retryDelayMs?: number; // the first pause between attempts; it grows to 2 s. Default 250 ms
+  retryDelayMs?: number; // the first pause between attempts; it grows to 0.5 s. Default 250 ms
 }
 
 export interface Ready {
@@ -353,7 +353,9 @@ export interface Ready {
   command?: ExecTextResult;
 }
 
-const MAX_RETRY_DELAY_MS = 2000;
+// A booting guest answers the moment sshd starts; a longer pause is added straight onto `up`
+// (an attempt before then is a refused or reset TCP connection: cheap).
+const MAX_RETRY_DELAY_MS = 500;
 
 /**
  * Wait, in stages, until the guest answers: an address, the TCP port, the SSH handshake with the
