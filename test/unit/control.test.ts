@@ -3,6 +3,7 @@
 // or after a short persist time; every wait here is bounded.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { spawn } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -146,4 +147,19 @@ test('aborting a command ends it in the guest and leaves the master serving', as
   for (let i = 0; i < 40 && server.children.size > 0; i++) await sleep(50);
   assert.equal(server.children.size, 0, 'the command ended');
   assert.equal((await s!.execText('echo still')).stdout, 'still\n');
+});
+
+test('a socket left by a master that was killed is replaced, not trusted', async (t) => {
+  const { server, target, socket } = await setup(t);
+  // A process that listens on the path and is then SIGKILLed: the file stays, nothing answers.
+  const holder = spawn(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(socket)}, () => console.log('up'))`], {
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  await new Promise((r) => holder.stdout!.once('data', r));
+  holder.kill('SIGKILL');
+  await new Promise((r) => holder.once('close', r));
+  assert.ok(existsSync(socket), 'the dead listener left its socket file');
+  const s = await controlSession(socket, target, 30_000);
+  assert.equal((await s!.execText('echo fresh')).stdout, 'fresh\n');
+  assert.equal(server.logins, 1);
 });
