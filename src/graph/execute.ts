@@ -39,6 +39,11 @@ export async function execute<C>(e: Engine<C>, plan: Plan, opts: ExecuteOptions 
       outcomes.set(n.id, o);
       emit({ type: 'done', node: n.id, outcome: o });
     };
+    // The plan assessed this node moments ago, under the same lock: when it was fresh and nothing
+    // upstream has produced anything new since, that answer stands. (Asking libvirt and the guest
+    // a second time was a third of a no-op `up`'s own work.)
+    const unchanged = (d: string) => ['fresh', 'kept', 'cutoff'].includes(outcomes.get(d)!.type);
+    if (n.state === 'fresh' && n.deps.every(unchanged)) return set({ type: 'fresh' });
     try {
       const rule = n.rule as unknown as (typeof e.rules)[number];
       const a = await assess(e, rule, [], signal);
