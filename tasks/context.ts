@@ -16,14 +16,14 @@ export interface RumCtx {
 /** One virsh wrapper per URI per run. Loaded with this module: an existing VM's plan asks
  * libvirt first thing, and an import hop there would delay the question. */
 const virshes = new Map<string, Virsh>();
-export function virsh(ctx: Pick<RumCtx, 'config'>): Promise<Virsh> {
+export function virsh(ctx: Pick<RumCtx, 'config'>): Virsh {
   const uri = ctx.config.libvirt.uri;
   let v = virshes.get(uri);
   if (!v) {
     v = new Virsh(uri);
     virshes.set(uri, v);
   }
-  return Promise.resolve(v);
+  return v;
 }
 
 /** The guest's MAC: stable per VM name, in QEMU's locally administered 52:54:00 range. */
@@ -51,7 +51,7 @@ const facts = new WeakMap<RumCtx['vm'], Promise<DomainFacts>>();
 export function domainFacts(ctx: Pick<RumCtx, 'config' | 'vm' | 'env'>): Promise<DomainFacts> {
   let f = facts.get(ctx.vm);
   if (!f) {
-    const p = virsh(ctx).then((v) => v.domainSnapshot(ctx.config.name));
+    const p = virsh(ctx).domainSnapshot(ctx.config.name);
     facts.set(ctx.vm, p);
     p.catch(() => {
       if (facts.get(ctx.vm) === p) facts.delete(ctx.vm);

@@ -29,7 +29,7 @@ export const definedDomain = defineRule({
   inputs: (c: RumCtx) => ({ 'libvirt.uri': c.config.libvirt.uri }),
   build: async ({ ctx, upstream }) => {
     await ownedDomain(ctx);
-    await (await virsh(ctx)).define(ctx.vm.path('domainXml'));
+    await virsh(ctx).define(ctx.vm.path('domainXml'));
     forgetDomainFacts(ctx);
     return { digest: upstream('domain-xml').digest };
   },

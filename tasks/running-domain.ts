@@ -10,7 +10,7 @@ import { domainFacts, forgetDomainFacts, virsh, type RumCtx } from './context.js
 /** NAT needs its libvirt network: an inactive one is started, a missing one is an error. */
 async function ensureNetwork(ctx: RumCtx, notice: (m: string) => void): Promise<void> {
   if (ctx.config.network.mode !== 'nat') return;
-  const v = await virsh(ctx);
+  const v = virsh(ctx);
   const name = ctx.config.network.name;
   const info = await v.netInfo(name);
   if (!info)
@@ -28,7 +28,7 @@ async function ensureNetwork(ctx: RumCtx, notice: (m: string) => void): Promise<
 }
 
 export async function stopDomain(ctx: RumCtx, opts: { timeoutMs: number; force: boolean; progress?: (m: string) => void }): Promise<'stopped' | 'timeout' | 'not-running'> {
-  const v = await virsh(ctx);
+  const v = virsh(ctx);
   const name = ctx.config.name;
   if ((await v.shutdown(name)) === 'not-running') return 'not-running';
   const deadline = Date.now() + opts.timeoutMs;
@@ -71,7 +71,7 @@ export const runningDomain = defineRule({
   // The disk grows only while the guest is off: a bigger resources.disk waits for the next start.
   inputs: (c: RumCtx) => ({ 'resources.disk': c.config.resources.disk }),
   build: async ({ ctx, upstream, action, progress, notice }) => {
-    const v = await virsh(ctx);
+    const v = virsh(ctx);
     if (action === 'restart') {
       progress('shutting the guest down to apply its new definition');
       await stopDomain(ctx, { timeoutMs: 60_000, force: true, progress });

@@ -28,7 +28,7 @@ function tcpOpen(host: string, port: number, timeoutMs: number): Promise<boolean
  * is new each first boot), so "the first lease" can be a dead address (found by the NAT e2e).
  */
 async function currentLease(ctx: RumCtx): Promise<string | undefined> {
-  const leases = await (await virsh(ctx)).netDhcpLeases(ctx.config.network.name, macFor(ctx.config.name, digestOf));
+  const leases = await virsh(ctx).netDhcpLeases(ctx.config.network.name, macFor(ctx.config.name, digestOf));
   const v4 = (leases ?? []).filter((l) => l.protocol === 'ipv4');
   // 'YYYY-MM-DD HH:MM:SS' sorts as text; the latest expiry is the latest lease.
   return v4.sort((a, b) => (a.expiry < b.expiry ? 1 : a.expiry > b.expiry ? -1 : 0))[0]?.address;

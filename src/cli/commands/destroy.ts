@@ -26,7 +26,7 @@ export async function destroy(opts: CommonOptions & { yes?: boolean }): Promise<
   const lock = await lockVm(o, { noWait: opts.wait === false, onWait: (pid) => out.info(`waiting for rum (pid ${pid})...`) });
   try {
     if (domain === 'ours') {
-      const v = await virsh(ctx);
+      const v = virsh(ctx);
       await v.destroy(o.config.name);
       await v.undefine(o.config.name, { nvram: true });
     }
