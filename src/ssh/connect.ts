@@ -170,11 +170,8 @@ export class SshSession {
   }
 
   /** Run `command` and collect its output as UTF-8 text. */
-  async execText(command: string, opts: Omit<ExecOptions, 'stdout' | 'stderr'> = {}): Promise<ExecTextResult> {
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    const result = await this.exec(command, { ...opts, stdout: collector(out), stderr: collector(err) });
-    return { ...result, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') };
+  execText(command: string, opts: Omit<ExecOptions, 'stdout' | 'stderr'> = {}): Promise<ExecTextResult> {
+    return collectText(this, command, opts);
   }
 
   /** Idempotent; waits (bounded) for the connection to close. */
@@ -559,6 +556,18 @@ function hostPort(host: string, port: number): string {
 function lastLine(text: string): string {
   const lines = text.split('\n').map((l) => l.trim()).filter(Boolean);
   return lines[lines.length - 1] ?? '';
+}
+
+/** `exec` with stdout and stderr collected as UTF-8 text; for any session that can exec. */
+export async function collectText(
+  session: { exec(command: string, opts: ExecOptions): Promise<ExecResult> },
+  command: string,
+  opts: Omit<ExecOptions, 'stdout' | 'stderr'>,
+): Promise<ExecTextResult> {
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  const result = await session.exec(command, { ...opts, stdout: collector(out), stderr: collector(err) });
+  return { ...result, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') };
 }
 
 function collector(into: Buffer[]): Writable {

@@ -11,7 +11,7 @@ import { connect as dial, createServer, type Server, type Socket } from 'node:ne
 import { PassThrough, type Readable, Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
-import { SshError, type ExecOptions, type ExecResult, type ExecTextResult, type SshFailureKind, type SshSession, type SshTarget } from './connect.js';
+import { collectText, SshError, type ExecOptions, type ExecResult, type ExecTextResult, type SshFailureKind, type SshSession, type SshTarget } from './connect.js';
 
 /** What commands need of a guest connection: a direct SshSession or a ControlSession. */
 export interface GuestShell {
@@ -26,6 +26,14 @@ export interface MasterConfig {
   target: Omit<SshTarget, 'privateKey'> & { privateKey: string };
   persistMs: number;
 }
+
+/** A failure as it crosses a process boundary (the report line, an F frame) and back. */
+type WireFailure = { kind: SshFailureKind; message: string; hint?: string };
+function toWire(err: unknown): WireFailure {
+  const e = err instanceof SshError ? err : new SshError('connection-lost', (err as Error).message);
+  return { kind: e.kind, message: e.message, ...(e.hint ? { hint: e.hint } : {}) };
+}
+const fromWire = (f: WireFailure): SshError => new SshError(f.kind, f.message, f.hint);
 
 // Frames on the socket: one type byte, a 32-bit length, the payload. One exec per connection.
 // client -> master: R request {command, pty}, I stdin data, E stdin end.
@@ -111,10 +119,7 @@ export class ControlSession implements GuestShell {
         if (type === 'O') out(opts.stdout, body);
         else if (type === 'X') out(opts.stderr, body);
         else if (type === 'T') finish(undefined, JSON.parse(body.toString()) as ExecResult);
-        else if (type === 'F') {
-          const f = JSON.parse(body.toString()) as { kind: SshFailureKind; message: string; hint?: string };
-          finish(new SshError(f.kind, f.message, f.hint));
-        }
+        else if (type === 'F') finish(fromWire(JSON.parse(body.toString()) as WireFailure));
       });
       sock.on('data', (chunk: Buffer) => {
         try {
@@ -147,12 +152,8 @@ export class ControlSession implements GuestShell {
     });
   }
 
-  async execText(command: string, opts: Omit<ExecOptions, 'stdout' | 'stderr'> = {}): Promise<ExecTextResult> {
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    const sink = (into: Buffer[]): Writable => new Writable({ write: (c: Buffer, _e, cb) => (into.push(c), cb()) });
-    const r = await this.exec(command, { ...opts, stdout: sink(out), stderr: sink(err) });
-    return { ...r, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') };
+  execText(command: string, opts: Omit<ExecOptions, 'stdout' | 'stderr'> = {}): Promise<ExecTextResult> {
+    return collectText(this, command, opts);
   }
 
   async close(): Promise<void> {}
@@ -182,12 +183,12 @@ export async function controlSession(socketPath: string, target: SshTarget, pers
     const config: MasterConfig = { socketPath, persistMs, target: { ...target, privateKey: target.privateKey.toString() } };
     const report = await startMaster(config);
     if (report === undefined) return undefined;
-    if ('error' in report) throw new SshError(report.error.kind, report.error.message, report.error.hint);
+    if ('error' in report) throw fromWire(report.error);
   }
   return new ControlSession(socketPath, target);
 }
 
-type Report = { ok: true } | { error: { kind: SshFailureKind; message: string; hint?: string } };
+type Report = { ok: true } | { error: WireFailure };
 
 /** Spawns a detached master and waits (bounded) for its one-line report: logged in, or why not. */
 function startMaster(config: MasterConfig): Promise<Report | undefined> {
@@ -281,8 +282,7 @@ export async function runMaster(config: MasterConfig, report: (r: Report) => voi
   try {
     session = await sessionP;
   } catch (err) {
-    const e = err instanceof SshError ? err : new SshError('connection-lost', (err as Error).message);
-    report({ error: { kind: e.kind, message: e.message, ...(e.hint ? { hint: e.hint } : {}) } });
+    report({ error: toWire(err) });
     quit();
     return;
   }
@@ -323,8 +323,8 @@ async function serve(sock: Socket, sessionP: Promise<SshSession>): Promise<void>
   let request: { command: string; pty: boolean } | undefined;
   let started: (() => void) | undefined;
   const requested = new Promise<void>((r) => (started = r));
-  const fail = (e: SshError): void => {
-    send(sock, 'F', JSON.stringify({ kind: e.kind, message: e.message, ...(e.hint ? { hint: e.hint } : {}) }));
+  const fail = (err: unknown): void => {
+    send(sock, 'F', JSON.stringify(toWire(err)));
     sock.end();
   };
   const reader = new FrameReader((type, body) => {
@@ -356,7 +356,7 @@ async function serve(sock: Socket, sessionP: Promise<SshSession>): Promise<void>
   try {
     session = await sessionP;
   } catch (err) {
-    fail(err instanceof SshError ? err : new SshError('connection-lost', (err as Error).message));
+    fail(err);
     return;
   }
   // Output frames wait for the socket: a slow reader slows the guest command, nothing piles up.
@@ -377,6 +377,6 @@ async function serve(sock: Socket, sessionP: Promise<SshSession>): Promise<void>
     sock.end();
   } catch (err) {
     if (abort.signal.aborted) return;
-    fail(err instanceof SshError ? err : new SshError('connection-lost', (err as Error).message));
+    fail(err);
   }
 }
