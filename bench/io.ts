@@ -15,15 +15,10 @@ type Add = (what: string, rum: string, baseline: string, target: string) => void
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const rum = join(root, 'bin/rum.js');
 const inNs = join(root, 'test/e2e/rum-in-ns');
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 const sec = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 const mbps = (bytes: number, ms: number) => `${(bytes / 1e6 / (ms / 1000)).toFixed(0)} MB/s`;
 
-export async function ioBench(add: Add, mirror: string): Promise<void> {
+export async function ioBench(add: Add, mirror: string, median: (xs: number[]) => number): Promise<void> {
   console.error('rum bench: I/O figures (cp, inotify bridge, shares)');
   const work = mkdtempSync(join(tmpdir(), 'rum-bench-io-'));
   chmodSync(work, 0o755);

@@ -90,7 +90,7 @@ export async function vmBench(add: Add, { median, time }: Tools): Promise<void> 
     }
     rmSync(work, { recursive: true, force: true });
   }
-  await ioBench(add, mirror);
+  await ioBench(add, mirror, median);
 }
 
 const SSHD_STARTED = /Started (?:\x1b\[[0-9;]*m)?ssh\.service/;
