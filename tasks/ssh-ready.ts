@@ -1,10 +1,12 @@
 // Owns: the guest answering over SSH: an address, the pinned host key, a login with the VM's
-// key, and cloud-init finished. Checked every run (a TCP connect); rebuilt after each start.
+// key, and cloud-init done with what the user asked for. Checked every run (a TCP connect);
+// rebuilt after each start.
 import { readFile } from 'node:fs/promises';
 import { connect as tcpConnect } from 'node:net';
 import { RumError } from '../src/errors.js';
 import { digestOf } from '../src/graph/digest.js';
 import { defineRule } from '../src/graph/rule.js';
+import { cloudInitErrors, workAfterSshd } from '../src/cloudinit/modules.js';
 import { macFor, virsh, type RumCtx } from './context.js';
 
 export interface SshAddress {
@@ -34,6 +36,16 @@ async function currentLease(ctx: RumCtx): Promise<string | undefined> {
   return v4.sort((a, b) => (a.expiry < b.expiry ? 1 : a.expiry > b.expiry ? -1 : 0))[0]?.address;
 }
 
+// A login means cloud-init's first stages are done: sshd starts after them, and they create the
+// user, pin the host key, write files and mount the shares. Its later stages run only what the
+// user asked for (src/cloudinit/modules.ts); when they have work, `up` waits for result.json,
+// which cloud-init writes under /run (so: for this boot) when its last stage ends. In sh, not
+// `cloud-init status --wait`: that would start cloud-init's Python a second time (about 3 s
+// under TCG) just as the guest's own final stage starts.
+const WAIT_CLOUD_INIT = 'i=0; while [ ! -s /run/cloud-init/result.json ]; do i=$((i+1)); [ $i -le 6000 ] || exit 124; sleep 0.1; done; cat /run/cloud-init/result.json';
+// Nothing left to wait for: only the errors of the stages so far.
+const CLOUD_INIT_SO_FAR = 'cat /run/cloud-init/status.json 2>/dev/null; true';
+
 /** Under TCG a cold boot with packages takes minutes; RUM_BOOT_TIMEOUT (seconds) overrides. */
 const bootTimeoutMs = (env: NodeJS.ProcessEnv) => Number(env.RUM_BOOT_TIMEOUT ?? 600) * 1000;
 
@@ -43,8 +55,12 @@ export const sshReady = defineRule({
   version: 1,
   deps: ['running-domain'],
   after: ['ssh-keys', 'ssh-port'],
-  inputs: (c: RumCtx) => ({ 'ssh.user': c.config.ssh.user, 'network.mode': c.config.network.mode }),
-  build: async ({ ctx, upstream, progress, signal }) => {
+  inputs: ({ config: c }: RumCtx) => ({
+    'ssh.user': c.ssh.user,
+    'network.mode': c.network.mode,
+    'provision (after sshd)': workAfterSshd({ packages: c.provision.packages, aptSources: c.provision.apt_sources, system: c.provision.system, boot: c.provision.boot }),
+  }),
+  build: async ({ ctx, inputs, upstream, progress, signal }) => {
     const [{ waitReady, SshError }, { writeKnownHosts }] = await Promise.all([import('../src/ssh/connect.js'), import('../src/ssh/known-hosts.js')]);
     const { config, vm } = ctx;
     const port = (upstream('ssh-port').data as { port: number }).port;
@@ -52,23 +68,29 @@ export const sshReady = defineRule({
     const hostKey = (await readFile(vm.path('hostPub'), 'utf8')).trim();
     // user networking: the 127.0.0.1 forward; nat: the address of the guest's DHCP lease.
     const userHost = mode === 'user' ? '127.0.0.1' : undefined;
+    const waits = inputs['provision (after sshd)'];
 
     const ready = await waitReady(
       { host: userHost, port, user: config.ssh.user, privateKey: await readFile(vm.path('clientKey')), hostKey },
       {
         timeoutMs: bootTimeoutMs(ctx.env),
         signal,
-        command: 'cloud-init status --wait',
-        okExitCodes: [0, 2], // 2: cloud-init's "degraded" (newer releases): up, with warnings
+        command: waits ? WAIT_CLOUD_INIT : CLOUD_INIT_SO_FAR,
         getAddress: () => currentLease(ctx),
-        onStage: (stage, detail) => progress(`waiting for ${stage === 'cloud-init' ? 'cloud-init to finish' : stage}${detail && stage !== 'cloud-init' ? ` (${detail})` : ''}`),
+        onStage: (stage, detail) => progress(stage === 'cloud-init' ? (waits ? 'waiting for cloud-init to finish provisioning' : 'checking cloud-init') : `waiting for ${stage}${detail ? ` (${detail})` : ''}`),
       },
     ).catch((err: unknown) => {
       if (err instanceof SshError && err.kind === 'command-failed')
-        throw new RumError('FAILED', `the guest is up, but cloud-init reported an error: ${err.message}`, 'see `rum logs` and `rum logs --provision`; fix rum.yaml and run `rum up --reset` or `rum provision`', { cause: err });
+        throw new RumError('FAILED', `the guest is up, but waiting for cloud-init failed: ${err.message}`, `the guest's console: ${vm.path('console')}`, { cause: err });
       if (err instanceof RumError && !err.hint) throw new RumError(err.code, err.message, `the guest's console: ${vm.path('console')}`, { cause: err });
       throw err;
     });
+    const errors = cloudInitErrors(ready.command?.stdout ?? '');
+    if (errors.length > 0) {
+      await ready.session.close();
+      const more = errors.length > 1 ? ` (and ${errors.length - 1} more)` : '';
+      throw new RumError('FAILED', `the guest is up, but cloud-init reported an error: ${errors[0]}${more}`, 'see `rum logs` and `rum logs --provision`; fix rum.yaml and run `rum up --reset` or `rum provision`');
+    }
     const host = ready.session.target.host; // the address that really answered
     await ready.session.close();
     await writeKnownHosts(vm.path('knownHosts'), { host, port, alias: `rum-${config.name}`, hostKey });

@@ -17,7 +17,7 @@ function hostUserUid(): number | undefined {
 export const userData = defineRule({
   id: 'user-data',
   kind: 'derived',
-  version: 3, // 2: the guest user gets the host user's uid; 3: mounts by fstab + bootcmd
+  version: 4, // 2: the guest user gets the host user's uid; 3: mounts by fstab + bootcmd; 4: minimal module lists
   deps: ['ssh-keys'],
   inputs: ({ config: c }: RumCtx) => ({
     'network.hostname': c.network.hostname,

@@ -2,6 +2,7 @@
 // the yaml library, never by string templates: config strings cannot break out of their scalar.
 // Not: the seed ISO (src/iso) or where the documents are written (tasks/).
 import { stringify } from 'yaml';
+import { modulesAfterSshd } from './modules.js';
 
 export interface MetaDataSpec {
   instanceId: string;
@@ -69,6 +70,8 @@ run boot ${GuestPaths.boot} || failed=1
 exit $failed
 `;
 
+const SSHD_DROP_IN = '# Written by rum: log in with keys only.\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n';
+
 const MOUNT_OPTIONS = {
   '9p': 'trans=virtio,version=9p2000.L,msize=262144,nofail',
   virtiofs: 'nofail',
@@ -82,10 +85,16 @@ export function userDataDocument(s: UserDataSpec): string {
   if (s.boot !== undefined) script(GuestPaths.boot, s.boot);
   if (s.system !== undefined || s.boot !== undefined) script(GuestPaths.runner, RUNNER);
 
+  // Keys only, from sshd's first start (write_files runs before it): not cloud-init's
+  // ssh_pwauth, whose module runs after sshd and restarts it.
+  files.push({ path: '/etc/ssh/sshd_config.d/50-rum.conf', permissions: '0644', owner: 'root:root', content: SSHD_DROP_IN });
+  // C.UTF-8 is always present in glibc: generating another locale costs boot time. Written here,
+  // not by cloud-init's locale module, which runs after sshd.
+  files.push({ path: '/etc/default/locale', permissions: '0644', owner: 'root:root', content: 'LANG=C.UTF-8\n' });
+
   const doc: Record<string, unknown> = {
     hostname: s.hostname,
     manage_etc_hosts: true, // else every sudo looks the hostname up in DNS and warns
-    locale: 'C.UTF-8', // always present in glibc: generating another costs boot time
     users: [
       {
         name: s.user,
@@ -96,7 +105,6 @@ export function userDataDocument(s: UserDataSpec): string {
         ssh_authorized_keys: s.authorizedKeys,
       },
     ],
-    ssh_pwauth: false,
     disable_root: true,
     // The host key is made on the host and pinned before first boot; nothing else is generated
     // (RSA generation alone costs seconds under TCG).
@@ -133,7 +141,10 @@ export function userDataDocument(s: UserDataSpec): string {
       m.tag,
     ]);
   }
-  if (files.length > 0) doc.write_files = files;
+  doc.write_files = files;
+  const after = modulesAfterSshd(s);
+  doc.cloud_config_modules = after.config;
+  doc.cloud_final_modules = after.final;
   // lineWidth 0: never fold long lines (keys, scripts) into a shape another parser might misread.
   return `#cloud-config\n${stringify(doc, { lineWidth: 0 })}`;
 }

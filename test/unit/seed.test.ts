@@ -50,6 +50,12 @@ test('config strings with YAML specials round-trip exactly into user-data', asyn
   assert.equal(doc.users[0].name, 'rum');
   assert.deepEqual(doc.ssh_genkeytypes, ['ed25519']);
   assert.equal(doc.ssh_keys.ed25519_public, (await readFile(p.vmFile('ssh_host_ed25519_key.pub'), 'utf8')).trim());
+  // After sshd starts, cloud-init runs only what this document needs (packages, the provision
+  // runner, its final message); password logins are off from sshd's first start.
+  assert.deepEqual(doc.cloud_config_modules, []);
+  assert.deepEqual(doc.cloud_final_modules, ['package-update-upgrade-install', 'scripts-per-boot', 'final-message']);
+  assert.match(files['/etc/ssh/sshd_config.d/50-rum.conf'], /^PasswordAuthentication no$/m);
+  assert.equal(files['/etc/default/locale'], 'LANG=C.UTF-8\n');
 });
 
 test('a change names the field; the seed is byte-identical when rebuilt from the same inputs', async (t) => {
