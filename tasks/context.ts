@@ -1,6 +1,5 @@
 // Owns: what every rum rule reads: the loaded config, the VM directory, the run's options and
 // the instance generation. Infrastructure is imported lazily by the rules that use it.
-import { createHash } from 'node:crypto';
 import type { Config } from '../src/config/schema.js';
 import type { VmDir } from '../src/paths.js';
 import { Virsh, type DomainState } from '../src/libvirt/virsh.js';
@@ -30,13 +29,6 @@ export function virsh(ctx: Pick<RumCtx, 'config'>): Virsh {
 export function macFor(name: string, digest: (s: string) => string): string {
   const h = digest(`mac:${name}`);
   return `52:54:00:${h.slice(0, 2)}:${h.slice(2, 4)}:${h.slice(4, 6)}`;
-}
-
-/** The domain's UUID: stable for this project and name, so redefining keeps the same domain. */
-export function uuidFor(configFile: string, name: string): string {
-  const h = createHash('sha256').update(`rum:${configFile}:${name}`).digest('hex');
-  // RFC 4122 shape: version 8 (custom), variant 10.
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-8${h.slice(13, 16)}-${((parseInt(h[16]!, 16) & 0x3) | 0x8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
 
 export interface DomainFacts {

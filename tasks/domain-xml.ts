@@ -5,7 +5,7 @@ import { digestOf } from '../src/graph/digest.js';
 import { defineRule } from '../src/graph/rule.js';
 import { kvmUsable } from '../src/libvirt/caps.js';
 import { fileExists } from './checks.js';
-import { macFor, uuidFor, type RumCtx } from './context.js';
+import { macFor, type RumCtx } from './context.js';
 import { resolveMounts } from './mounts.js';
 
 /** auto: kvm only when it really works here (a /dev/kvm alone is not enough on nested hosts). */
@@ -32,7 +32,6 @@ export const domainXml = defineRule({
     const t = await domainType(c);
     return {
       name: config.name,
-      uuid: uuidFor(config.file, config.name),
       'resources.cpus': config.resources.cpus,
       'resources.memory': config.resources.memory,
       'libvirt.domain_type': t.type,
@@ -46,7 +45,7 @@ export const domainXml = defineRule({
   },
   output: ({ vm }) => vm.path('domainXml'),
   build: async ({ ctx, inputs: i, upstream, notice }) => {
-    const { domainXml: render } = await import('../src/libvirt/domain-xml.js');
+    const { domainXml: render, domainUuid } = await import('../src/libvirt/domain-xml.js');
     const t = await domainType(ctx);
     if (ctx.config.libvirt.domain_type === 'auto' && t.why) notice(`KVM is not usable here (${t.why}): using TCG emulation, which is slower`);
     for (const m of resolveMounts(ctx.config, ctx.env)) {
@@ -57,7 +56,7 @@ export const domainXml = defineRule({
     const mac = macFor(i.name, digestOf);
     const xml = render({
       name: i.name,
-      uuid: i.uuid,
+      uuid: domainUuid(i.owner, i.name), // from inputs already keyed: no crypto load in every plan
       title: `rum: ${ctx.config.file}`,
       memoryBytes: i['resources.memory'],
       cpus: i['resources.cpus'],

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { execa } from 'execa';
 import { RumError } from '../../src/errors.js';
-import { domainSpecProblems, domainXml, readOwnerMark, RUM_XMLNS, type DomainSpec } from '../../src/libvirt/domain-xml.js';
+import { domainSpecProblems, domainUuid, domainXml, readOwnerMark, RUM_XMLNS, type DomainSpec } from '../../src/libvirt/domain-xml.js';
 import { escapeAttr, escapeText } from '../../src/libvirt/xml.js';
 
 function spec(over: Partial<DomainSpec> = {}): DomainSpec {
@@ -265,6 +265,11 @@ test('impossible specs are refused with every problem at once', () => {
   for (const re of expect) assert.ok(problems.some((p) => re.test(p)), `expected a problem matching ${re}; got:\n${problems.join('\n')}`);
   assert.equal(problems.length, expect.length, problems.join('\n'));
   assert.throws(() => domainXml(spec({ name: '42' })), /cannot write the domain XML/);
+});
+
+test('domainUuid: the same UUID as every earlier rum for the same project and name (libvirt refuses a redefinition with another)', () => {
+  assert.equal(domainUuid('/home/u/proj/rum.yaml', 'web'), '8a6fdd62-9ac4-8d49-9025-63556659f9b8');
+  assert.notEqual(domainUuid('/home/u/other/rum.yaml', 'web'), domainUuid('/home/u/proj/rum.yaml', 'web'));
 });
 
 test('readOwnerMark: our own output, a re-serialised variant, and no mark', () => {
