@@ -94,12 +94,13 @@ export async function ioBench(add: Add, mirror: string, median: (xs: number[]) =
     for (let i = 0; i < 10_000; i++) writeFileSync(burstFile(i), 'v0\n');
     // The watcher sees every event; of the burst it reports a count of distinct files every 1,000,
     // as a dev server prints nothing per file: 10,000 lines over SSH would be the bench's own load
-    // on the guest's CPUs, not the bridge's.
+    // on the guest's CPUs, not the bridge's. (mawk, Debian's awk, reads a pipe in blocks unless
+    // told `-W interactive`: without it no line comes out until 4 kB have gone in.)
     const countBurst = String.raw`/^\/work\/burst\// { if (!($0 in s)) { s[$0] = 1; n++; if (n % 1000 == 0) { print "burst " n; fflush() } } next } { print; fflush() }`;
-    const watchCmd = `stdbuf -oL inotifywait -m -r -e close_write --format %w%f /work | awk ${q(countBurst)}`;
+    const watchCmd = `stdbuf -oL inotifywait -m -r -e close_write --format %w%f /work 2>&1 | mawk -W interactive ${q(countBurst)}`;
     const watcher = lineStream(spawn(inNs, rumArgv('exec', '--', 'sh', '-c', watchCmd), { cwd: proj, stdio: ['ignore', 'pipe', 'ignore'] }));
     children.push(watcher.child);
-    await sleep(3000); // inotifywait sets up its watches (it prints nothing when done)
+    await watcher.waitFor((l) => l === 'Watches established.', 60_000);
     const bridge = lineStream(spawn(inNs, rumArgv('watch', '--json'), { cwd: proj, stdio: ['ignore', 'pipe', 'ignore'] }));
     children.push(bridge.child);
     await bridge.waitFor((l) => l.includes('"ready"'), 60_000);
