@@ -141,11 +141,7 @@ export class SshSession {
     else (stdin as Readable).pipe(channel);
 
     const onAbort = (): void => {
-      try {
-        channel.signal('TERM');
-      } catch {
-        // the channel is already closing
-      }
+      terminateCommand(channel);
       channel.close();
     };
     opts.signal?.addEventListener('abort', onAbort, { once: true });
@@ -577,4 +573,20 @@ function collector(into: Buffer[]): Writable {
       done();
     },
   });
+}
+
+/**
+ * Asks the guest to end the channel's command (SIGTERM). ssh2's `channel.signal()` sends nothing once
+ * our side has sent EOF, which a command without stdin has had from the start; OpenSSH's sshd
+ * answers the request with killpg() on the command's process group, so `sh -c 'a | b'` ends
+ * whole. Closing the channel alone ends nothing: a quiet command would run on in the guest.
+ */
+function terminateCommand(channel: ClientChannel): void {
+  const ch = channel as unknown as { outgoing?: { id: number; state: string }; _client?: { _protocol?: { signal(id: number, s: string): void } } };
+  try {
+    const state = ch.outgoing?.state;
+    if (state === 'open' || state === 'eof') ch._client?._protocol?.signal(ch.outgoing!.id, 'TERM');
+  } catch {
+    // the connection is already gone: so is the command
+  }
 }

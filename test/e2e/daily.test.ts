@@ -46,6 +46,16 @@ test('daily commands: status, down/up, ssh-config with ssh and scp, logs, provis
   assert.equal(await sshClient(), first);
   assert.ok(existsSync(join(p.vmDir, 'ssh.sock')));
 
+  // Ctrl-C on `rum exec` ends the guest command's whole process group, not only rum: a quiet
+  // pipeline would otherwise run on in the guest (closing the channel signals nothing).
+  const inGuest = async (): Promise<boolean> => (await p.exec('pgrep -f "sleep 424[2]" >/dev/null')).code === 0;
+  const long = p.rumBackground('exec', '--', 'sh', '-c', 'sleep 4242 | cat');
+  for (let i = 0; i < 30 && !(await inGuest()); i++) await sleep(500);
+  assert.ok(await inGuest(), 'the guest command started');
+  assert.equal((await long.stop()).code, 130, 'exit status as a shell reports SIGINT');
+  for (let i = 0; i < 20 && (await inGuest()); i++) await sleep(250);
+  assert.equal(await inGuest(), false, 'the guest command ended with rum exec');
+
   // ssh-config: accepted by ssh -G, then used by the real ssh and scp (inside the namespace).
   const cfg = await p.rum('ssh-config');
   assert.equal(cfg.code, 0, cfg.stderr);
