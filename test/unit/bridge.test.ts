@@ -5,7 +5,7 @@
 // Every wait is bounded; nothing asserts on how long something took.
 import assert from 'node:assert/strict';
 import { watch as fsWatch, type FSWatcher } from 'node:fs';
-import { lstat, mkdir, mkdtemp, readdir, readFile, rename, rm, utimes, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, rename, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -146,6 +146,27 @@ test('one host edit is one replayed path, and its echo on the host is not replay
   assert.deepEqual(replayedPaths(), [file]);
   assert.equal(await readFile(file, 'utf8'), 'after');
   assert.equal(await mtimeNs(file), written, 'the replay kept the mtime');
+});
+
+test('an echo is recognised however late it comes', async (t) => {
+  // In a long burst the echoes of the first batches come back seconds later; replaying them
+  // again made new echoes, and so on for as long as the bridge ran.
+  const server = await serve(t);
+  const dir = await tempDir(t, 'late-echo');
+  const file = join(dir, 'f.txt');
+  await writeFile(file, 'before');
+  await utimes(file, new Date(Date.now() - 60_000), new Date(Date.now() - 60_000)); // see above
+  const { bridge } = await bridgeOn(t, server, { mounts: [{ hostPath: dir, guestPath: dir }] });
+  await writeFile(file, 'after');
+  await waitFor('the edit to be replayed', () => bridge.stats().records >= 1);
+  await waitFor('the echo to be recognised', () => bridge.stats().suppressed >= 1, 5000);
+  await sleep(2500); // past the 2 s an earlier version allowed an echo
+  const suppressed = bridge.stats().suppressed;
+  // What a replay does to the host file: its ctime moves, its mtime, size and mode do not.
+  await chmod(file, (await lstat(file)).mode & 0o7777);
+  await waitFor('the late echo to be recognised', () => bridge.stats().suppressed > suppressed, 5000);
+  await sleep(300);
+  assert.equal(bridge.stats().records, 1, JSON.stringify(bridge.stats()));
 });
 
 test('ignore patterns and version control directories are skipped', async (t) => {
