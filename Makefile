@@ -5,7 +5,13 @@ IMAGE_CACHE ?= /var/cache/rum-test
 UNIT_TESTS = $(shell find dist/test/unit -name '*.test.js' 2>/dev/null | sort)
 E2E_TESTS = $(shell find dist/test/e2e -name '*.test.js' 2>/dev/null | sort)
 
-.PHONY: deps build unit image env-start env-stop e2e test demo bench clean
+.PHONY: deps build unit image env-start env-stop e2e test test-run demo demo-run bench bench-run clean
+
+# One sandbox per machine: a second `make test`, `bench` or `demo` started meanwhile would rebuild
+# dist/ under the first and stop its VMs, so it waits for nothing and says why instead.
+SANDBOX_LOCK ?= /run/lock/rum-sandbox.lock
+locked = mkdir -p $(dir $(SANDBOX_LOCK)); flock -n -E 75 $(SANDBOX_LOCK) $(MAKE) --no-print-directory $(1) || { \
+  s=$$?; [ $$s != 75 ] || echo "make: another make test, bench or demo is using this machine's sandbox (lock $(SANDBOX_LOCK)); run this when it has ended" >&2; exit $$s; }
 
 deps:
 	@scripts/install-deps.sh
@@ -33,15 +39,21 @@ env-stop:
 # output goes to a log (shown only if stopping fails), so the runner's summary stays last.
 # RUM_E2E_REQUIRE=1: a broken environment fails the suite instead of skipping the VM tests.
 STOP_LOG ?= /tmp/rum-test-env-stop.log
-test: deps build image
+test:
+	@$(call locked,test-run)
+test-run: deps build image
 	@test/e2e/env.sh start
 	@status=0; RUM_E2E_REQUIRE=1 node --test --test-concurrency=1 --test-reporter=spec $(UNIT_TESTS) $(E2E_TESTS) || status=$$?; \
 	  test/e2e/env.sh stop > $(STOP_LOG) 2>&1 || { cat $(STOP_LOG); status=1; }; exit $$status
 
-demo: deps build image
+demo:
+	@$(call locked,demo-run)
+demo-run: deps build image
 	@examples/demo/run.sh
 
-bench: deps build
+bench:
+	@$(call locked,bench-run)
+bench-run: deps build
 	@node dist/bench/run.js
 
 clean:
