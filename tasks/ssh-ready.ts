@@ -1,12 +1,13 @@
 // Owns: the guest answering over SSH: an address, the pinned host key, a login with the VM's
-// key, and cloud-init done with what the user asked for. Checked every run (a TCP connect);
-// rebuilt after each start.
+// key, and cloud-init done with what the user asked for. Checked every run (user networking:
+// QEMU's forward listens; nat: a TCP connect); rebuilt after each start.
 import { readFile } from 'node:fs/promises';
 import { connect as tcpConnect } from 'node:net';
 import { RumError } from '../src/errors.js';
 import { digestOf } from '../src/graph/digest.js';
 import { defineRule } from '../src/graph/rule.js';
 import { cloudInitErrors, workAfterSshd } from '../src/cloudinit/modules.js';
+import { listensOnLoopback } from './checks.js';
 import { macFor, virsh, type RumCtx } from './context.js';
 
 export interface SshAddress {
@@ -96,9 +97,17 @@ export const sshReady = defineRule({
     await writeKnownHosts(vm.path('knownHosts'), { host, port, alias: `rum-${config.name}`, hostKey });
     return { digest: digestOf(`${host}:${port}`), data: { host, port } };
   },
-  check: async ({ previous }) => {
+  check: async ({ ctx, previous }) => {
     const a = previous?.data as SshAddress | undefined;
     if (!a) return { ok: false, why: 'no address recorded' };
+    // user networking: the address is QEMU's own forward, which accepts a connection whether or
+    // not the guest's sshd would. Asking the kernel whether it listens tells as much without
+    // making the guest's sshd fork and re-exec, work that under TCG takes the host's CPU from
+    // the next command (measured: back-to-back `rum status` 160 -> 129 ms).
+    if (ctx.config.network.mode === 'user') {
+      const listens = await listensOnLoopback(a.port);
+      if (listens !== undefined) return listens ? { ok: true } : { ok: false, why: `nothing listens on ${a.host}:${a.port}` };
+    }
     return (await tcpOpen(a.host, a.port, 1000)) ? { ok: true } : { ok: false, why: `nothing answers on ${a.host}:${a.port}` };
   },
 });
