@@ -45,7 +45,7 @@ export const domainXml = defineRule({
   },
   output: ({ vm }) => vm.path('domainXml'),
   build: async ({ ctx, inputs: i, upstream, notice }) => {
-    const { domainXml: render, domainUuid } = await import('../src/libvirt/domain-xml.js');
+    const [{ domainXml: render }, { domainUuid }] = await Promise.all([import('../src/libvirt/domain-xml.js'), import('../src/libvirt/domain-uuid.js')]);
     const t = await domainType(ctx);
     if (ctx.config.libvirt.domain_type === 'auto' && t.why) notice(`KVM is not usable here (${t.why}): using TCG emulation, which is slower`);
     for (const m of resolveMounts(ctx.config, ctx.env)) {
@@ -56,7 +56,7 @@ export const domainXml = defineRule({
     const mac = macFor(i.name, digestOf);
     const xml = render({
       name: i.name,
-      uuid: domainUuid(i.owner, i.name), // from inputs already keyed: no crypto load in every plan
+      uuid: domainUuid(i.owner, i.name), // from inputs already keyed: node:crypto only when building
       title: `rum: ${ctx.config.file}`,
       memoryBytes: i['resources.memory'],
       cpus: i['resources.cpus'],

@@ -1,7 +1,6 @@
 // Owns: the libvirt domain XML for one VM, and reading rum's ownership mark back out of it.
 // Not: which values go in (tasks/domain-xml.ts decides from rum.yaml), nor talking to libvirt
 // (virsh.ts). Knows nothing of the build graph or rum.yaml.
-import { createHash } from 'node:crypto';
 import { isIPv4 } from 'node:net';
 import { isAbsolute } from 'node:path';
 import { assertNever, RumError } from '../errors.js';
@@ -74,13 +73,6 @@ const CPU_MODEL = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 // A mount tag: what `mount -t virtiofs TAG` names. virtiofs allows at most 36 bytes.
 const TAG = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,35}$/;
 const NETDEV_ID = 'rumnet0';
-
-/** The domain's UUID: stable for this project and name, so redefining keeps the same domain. */
-export function domainUuid(configFile: string, name: string): string {
-  const h = createHash('sha256').update(`rum:${configFile}:${name}`).digest('hex');
-  // RFC 4122 shape: version 8 (custom), variant 10.
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-8${h.slice(13, 16)}-${((parseInt(h[16]!, 16) & 0x3) | 0x8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
-}
 
 /** Every problem with a spec, at once; [] when it can be written. */
 export function domainSpecProblems(spec: DomainSpec): string[] {

@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { execa } from 'execa';
 import { RumError } from '../../src/errors.js';
-import { domainSpecProblems, domainUuid, domainXml, readOwnerMark, RUM_XMLNS, type DomainSpec } from '../../src/libvirt/domain-xml.js';
+import { domainUuid } from '../../src/libvirt/domain-uuid.js';
+import { domainSpecProblems, domainXml, readOwnerMark, RUM_XMLNS, type DomainSpec } from '../../src/libvirt/domain-xml.js';
 import { escapeAttr, escapeText } from '../../src/libvirt/xml.js';
 
 function spec(over: Partial<DomainSpec> = {}): DomainSpec {
