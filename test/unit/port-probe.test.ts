@@ -1,9 +1,9 @@
-// The kernel's answer to "does anything listen on 127.0.0.1:port", used by ssh-ready's check in
-// user networking instead of a connection the guest's sshd would have to serve.
+// src/net/port-probe.ts: the kernel's answer to "does anything listen on 127.0.0.1:port", used by
+// ssh-ready's check in user networking instead of a connection the guest's sshd would serve.
 import assert from 'node:assert/strict';
 import { createServer, type AddressInfo } from 'node:net';
 import { test } from 'node:test';
-import { listensOnLoopback } from '../../tasks/checks.js';
+import { listensOnLoopback } from '../../src/net/port-probe.js';
 
 test('listensOnLoopback: a listening socket on 127.0.0.1 or any address is seen; a closed one is not', async () => {
   for (const host of ['127.0.0.1', '0.0.0.0']) {
