@@ -17,6 +17,9 @@ export async function exec(opts: CommonOptions & { _: string[] }): Promise<numbe
   const ended = new AbortController();
   let by: (typeof ENDING)[number] | undefined;
   const onSignal = (s: (typeof ENDING)[number]): void => {
+    // A second one ends the connection too: a command that ignores SIGTERM keeps the channel
+    // open (sshd closes it when the command exits), and rum would wait for it.
+    if (by) void session.close();
     by ??= s;
     ended.abort();
   };
