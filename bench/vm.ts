@@ -99,7 +99,7 @@ export async function vmBench(add: Add, { median, time }: Tools): Promise<void> 
 const SSHD_STARTED = /Started (?:\x1b\[[0-9;]*m)?ssh\.service/;
 
 /** Runs `rum up`, noting (ms from its start) when QEMU started and when the guest's sshd did. */
-export async function timedUp(argv: string[], cwd: string, consoleLog: string): Promise<{ total: number; qemu: number; sshd: number; login: number }> {
+async function timedUp(argv: string[], cwd: string, consoleLog: string): Promise<{ total: number; qemu: number; sshd: number; login: number }> {
   const t0 = performance.now();
   let qemu = NaN;
   let sshd = NaN;
