@@ -5,7 +5,8 @@ import assert from 'node:assert/strict';
 import { access, chown, mkdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { DOMAIN_PREFIX, TEST_USER, bootSkipReason, freePortInNs, repoUrl, tail, userIds, virsh } from './env.js';
+import { execa } from 'execa';
+import { DOMAIN_PREFIX, SYSTEM_URI, TEST_USER, bootSkipReason, freePortInNs, repoUrl, tail, userIds, virsh } from './env.js';
 import { builtIds, e2eProject, httpGetInNs } from './rum.js';
 
 const ALL_NODES = [
@@ -63,6 +64,10 @@ test('rum up: cold boot, no-op, --restart keeps data, --reset starts afresh, des
   assert.deepEqual(noop.built, []);
   assert.equal(await virsh(['dumpxml', name]), xmlBefore);
   assert.equal((await virsh(['domid', name])).trim(), idBefore);
+  // That no-op asked libvirt's socket, not virsh: for a running domain both say the same.
+  const seen = JSON.parse((await execa(process.execPath, [join(import.meta.dirname, 'snapshot-probe.js'), SYSTEM_URI, name])).stdout)[name];
+  assert.equal(seen.rpc?.state, 'running');
+  assert.deepEqual(seen.rpc, seen.virsh);
 
   // Data written in the guest, then a cpus change: exactly the XML and the definition are
   // stale; the running guest waits for --restart; the disk is untouched.

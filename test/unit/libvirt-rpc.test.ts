@@ -1,0 +1,81 @@
+// The libvirt socket client's way out: whatever goes wrong on the socket, it answers "not this
+// way" (undefined) within its time limit, and virsh is asked instead. Fake daemons on a session
+// socket path under a temporary XDG_RUNTIME_DIR; the real daemons are in test/e2e/libvirt-rpc.
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { localSockets, rpcSnapshot } from '../../src/libvirt/rpc.js';
+
+async function fakeDaemon(t: test.TestContext, onData: (sock: Socket, packet: Buffer) => void): Promise<NodeJS.ProcessEnv> {
+  const dir = mkdtempSync(join(tmpdir(), 'rum-rpc-'));
+  mkdirSync(join(dir, 'libvirt'));
+  const server: Server = createServer((sock) => sock.on('data', (b) => onData(sock, b)));
+  await new Promise<void>((r) => server.listen(join(dir, 'libvirt', 'libvirt-sock'), r));
+  t.after(() => {
+    server.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return { XDG_RUNTIME_DIR: dir };
+}
+
+/** A reply packet to the call in `call`, with `body`. */
+function reply(call: Buffer, body: Buffer, status = 0): Buffer {
+  const head = Buffer.alloc(28);
+  head.writeUInt32BE(28 + body.length, 0);
+  call.copy(head, 4, 4, 16); // program, version, procedure
+  head.writeInt32BE(1, 16); // REPLY
+  head.writeUInt32BE(call.readUInt32BE(20), 20); // serial
+  head.writeInt32BE(status, 24);
+  return Buffer.concat([head, body]);
+}
+
+test('which sockets a URI reaches: plain local qemu URIs only', () => {
+  assert.deepEqual(localSockets('qemu:///system', {}), { paths: ['/run/libvirt/libvirt-sock-ro', '/run/libvirt/virtqemud-sock-ro'], readonly: true });
+  assert.deepEqual(localSockets('qemu:///session', { XDG_RUNTIME_DIR: '/run/user/7' }), {
+    paths: ['/run/user/7/libvirt/libvirt-sock', '/run/user/7/libvirt/virtqemud-sock'],
+    readonly: false,
+  });
+  assert.equal(localSockets('qemu:///session', { HOME: '/home/u' })?.paths[0], '/home/u/.cache/libvirt/libvirt-sock');
+  for (const uri of ['qemu+ssh://host/system', 'qemu+unix:///system?socket=/x', 'test:///default', 'qemu:///system?mode=legacy'])
+    assert.equal(localSockets(uri, {}), undefined, uri);
+});
+
+test('no daemon on the socket: undefined, at once', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rum-rpc-'));
+  try {
+    assert.equal(await rpcSnapshot('qemu:///session', 'x', { env: { XDG_RUNTIME_DIR: dir } }), undefined);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a daemon that never answers: undefined after the time limit', async (t) => {
+  const env = await fakeDaemon(t, () => {});
+  const t0 = Date.now();
+  assert.equal(await rpcSnapshot('qemu:///session', 'x', { env, timeoutMs: 300 }), undefined);
+  assert.ok(Date.now() - t0 < 3000);
+});
+
+test('an auth method rum does not speak (SASL): undefined, nothing more sent', async (t) => {
+  const procs: number[] = [];
+  const env = await fakeDaemon(t, (sock, call) => {
+    procs.push(call.readInt32BE(12));
+    sock.write(reply(call, Buffer.from([0, 0, 0, 1, 0, 0, 0, 1]))); // [REMOTE_AUTH_SASL]
+  });
+  assert.equal(await rpcSnapshot('qemu:///session', 'x', { env }), undefined);
+  assert.deepEqual(procs, [66]);
+});
+
+test('a nonsense packet length, or an error where an answer was due: undefined', async (t) => {
+  const garbage = await fakeDaemon(t, (sock) => sock.write(Buffer.from([0xff, 0xff, 0xff, 0xff])));
+  assert.equal(await rpcSnapshot('qemu:///session', 'x', { env: garbage, timeoutMs: 2000 }), undefined);
+  // Auth list fine, then connectOpen refused with an error reply.
+  const refused = await fakeDaemon(t, (sock, call) => {
+    if (call.readInt32BE(12) === 66) sock.write(reply(call, Buffer.from([0, 0, 0, 0])));
+    else sock.write(reply(call, Buffer.from([0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]), 1));
+  });
+  assert.equal(await rpcSnapshot('qemu:///session', 'x', { env: refused, timeoutMs: 2000 }), undefined);
+});
