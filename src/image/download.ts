@@ -14,6 +14,7 @@ import { basename, dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { RumError } from '../errors.js';
 import { fsyncDir, writeAtomic } from '../files/atomic.js';
+import { deferredCa } from '../net/extra-ca.js';
 import { findSum, type Checksum, type HashAlgo } from './sums.js';
 
 export interface DownloadProgress {
@@ -270,12 +271,31 @@ async function fetchToPartial(url: string, partial: string, algo: HashAlgo, opts
   }
 }
 
+// TLS verification failures: no retry cures them.
+const UNTRUSTED = new Set([
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_HAS_EXPIRED',
+  'CERT_UNTRUSTED',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
 /** Rethrows what no retry can cure; returns what one might. */
 function classify(err: unknown, url: string, signal: AbortSignal | undefined): Retryable {
   if (signal?.aborted) throw signal.reason ?? err;
   if (err instanceof RumError) throw err;
   if (err instanceof Retryable) return err;
   const code = (err as NodeJS.ErrnoException).code;
+  if (code && UNTRUSTED.has(code)) {
+    throw new RumError(
+      'IMAGE',
+      `${url}: the server's certificate is not trusted: ${(err as Error).message}`,
+      'if this network puts its own CA in front (a proxy), point NODE_EXTRA_CA_CERTS at its certificate (PEM)',
+      { cause: err },
+    );
+  }
   if (code === 'ENOTFOUND') {
     throw new RumError('IMAGE', `cannot resolve the host of ${url}`, 'check the URL (or image.mirror) and DNS', { cause: err });
   }
@@ -338,11 +358,13 @@ function parseHttpUrl(href: string, original: string): URL {
 
 function requestOnce(url: URL, headers: Record<string, string>, opts: DownloadOptions): Promise<IncomingMessage> {
   const idleMs = opts.idleTimeoutMs ?? 60_000;
+  const ca = url.protocol === 'https:' ? deferredCa() : undefined;
   return new Promise((resolve, reject) => {
     const client = url.protocol === 'https:' ? https : http;
     const req = client.get(
       url,
       {
+        ...(ca ? { ca } : {}),
         // identity: a compressed body would make byte offsets (and so Range) meaningless
         headers: { 'user-agent': 'rum', 'accept-encoding': 'identity', ...headers },
         agent: false, // one connection per request: no pooled socket that went stale during a backoff

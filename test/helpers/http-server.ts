@@ -1,7 +1,8 @@
-// Owns: a local HTTP server for download tests, on 127.0.0.1 only and a random port. It serves
+// Owns: a local HTTP(S) server for download tests, on 127.0.0.1 only and a random port. It serves
 // files with Range and If-Range, redirects, fails on demand, cuts connections after N bytes,
 // and records every request. Tests never reach a real image host.
 import { createServer, type IncomingHttpHeaders, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 
 export interface FileRoute {
@@ -32,6 +33,7 @@ export class TestHttpServer {
   private constructor(
     private readonly server: Server,
     readonly port: number,
+    private readonly scheme: 'http' | 'https' = 'http',
   ) {
     server.on('connection', (s) => {
       this.sockets.add(s);
@@ -39,20 +41,22 @@ export class TestHttpServer {
     });
   }
 
-  static async start(): Promise<TestHttpServer> {
+  /** `tls`: serve https with this key and certificate (PEM). */
+  static async start(opts: { tls?: { key: string; cert: string } } = {}): Promise<TestHttpServer> {
     let self: TestHttpServer | undefined;
-    const server = createServer((req, res) => self!.handle(req.method ?? 'GET', req.url ?? '/', req.headers, res));
+    const handler = (req: import('node:http').IncomingMessage, res: ServerResponse) => self!.handle(req.method ?? 'GET', req.url ?? '/', req.headers, res);
+    const server: Server = opts.tls ? createTlsServer(opts.tls, handler) : createServer(handler);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(0, '127.0.0.1', () => resolve());
     });
-    self = new TestHttpServer(server, (server.address() as AddressInfo).port);
+    self = new TestHttpServer(server, (server.address() as AddressInfo).port, opts.tls ? 'https' : 'http');
     return self;
   }
 
-  /** `http://127.0.0.1:<port><path>`; `path` starts with `/`. */
+  /** `http(s)://127.0.0.1:<port><path>`; `path` starts with `/`. */
   url(path: string): string {
-    return `http://127.0.0.1:${this.port}${path}`;
+    return `${this.scheme}://127.0.0.1:${this.port}${path}`;
   }
 
   file(path: string, file: FileRoute): void {
