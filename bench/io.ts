@@ -40,7 +40,7 @@ export async function ioBench(add: Add, mirror: string, median: (xs: number[]) =
     }),
   );
   const envArgs = [`XDG_DATA_HOME=${join(work, 'data')}`, `XDG_CACHE_HOME=${join(work, 'cache')}`, `RUM_IMAGE_MIRROR=${mirror}`, 'NO_COLOR=1'];
-  const rumArgv = (...args: string[]) => ['env', ...envArgs, process.execPath, rum, ...args];
+  const rumArgv = (...args: string[]) => ['env', ...envArgs, rum, ...args];
   const run = (...args: string[]): string => execFileSync(inNs, rumArgv(...args), { cwd: proj, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 2 ** 26 });
   const timed = (fn: () => void): number => {
     const t0 = process.hrtime.bigint();

@@ -12,6 +12,7 @@ type Add = (what: string, rum: string, baseline: string, target: string) => void
 interface Tools {
   median(xs: number[]): number;
   time(cmd: string[], opts?: { runs?: number; warmup?: number; cwd?: string; env?: NodeJS.ProcessEnv }): number;
+  nodeBaseline(): string;
 }
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -19,7 +20,7 @@ const rum = join(root, 'bin/rum.js');
 const inNs = join(root, 'test/e2e/rum-in-ns');
 const ms = (x: number) => `${x.toFixed(1)} ms`;
 
-export async function vmBench(add: Add, { median, time }: Tools): Promise<void> {
+export async function vmBench(add: Add, { median, time, nodeBaseline }: Tools): Promise<void> {
   console.error('rum bench: VM figures (sandboxed libvirtd)');
   const mirror = execFileSync(join(root, 'test/e2e/image-mirror.sh'), ['start'], { encoding: 'utf8' }).trim();
   const work = mkdtempSync(join(tmpdir(), 'rum-bench-vm-'));
@@ -29,7 +30,7 @@ export async function vmBench(add: Add, { median, time }: Tools): Promise<void> 
   const name = 'rumtest-bench';
   writeFileSync(join(proj, 'rum.yaml'), stringify({ name, image: { base: 'debian-12' }, resources: { cpus: 2, memory: '1G', disk: '3G' }, network: { mode: 'user' } }));
   const envArgs = [`XDG_DATA_HOME=${join(work, 'data')}`, `XDG_CACHE_HOME=${join(work, 'cache')}`, `RUM_IMAGE_MIRROR=${mirror}`, 'NO_COLOR=1'];
-  const rumCmd = (...args: string[]) => [inNs, 'env', ...envArgs, process.execPath, rum, ...args];
+  const rumCmd = (...args: string[]) => [inNs, 'env', ...envArgs, rum, ...args];
   const run = (...args: string[]) => execFileSync(rumCmd(...args)[0]!, rumCmd(...args).slice(1), { cwd: proj, stdio: 'ignore' });
   try {
     // Image fetched once (not part of the cold figure: "image cached").
@@ -67,14 +68,17 @@ export async function vmBench(add: Add, { median, time }: Tools): Promise<void> 
     run('exec', '--', 'cloud-init', 'status', '--wait');
     const noop = time(rumCmd('up'), { cwd: proj, runs: 15 });
     const virshList = time(['virsh', '-c', 'qemu:///system', 'list'], { runs: 15 });
-    const nodeStart = time([process.execPath, '-e', '0'], { runs: 15 });
-    add('no-op `rum up` on a running VM', ms(noop), `virsh list: ${ms(virshList)}, node -e 0: ${ms(nodeStart)}`, '≤ 150 ms');
+    // rum runs inside the test namespace (its port check reads that namespace's /proc/net/tcp);
+    // the wrapper that puts it there is timed too, since a user's rum has none.
+    const wrapper = time([inNs, 'env', ...envArgs, 'true'], { runs: 15 });
+    const base = `virsh list: ${ms(virshList)}, ${nodeBaseline()}, namespace wrapper: ${ms(wrapper)}`;
+    add('no-op `rum up` on a running VM', ms(noop), base, '≤ 150 ms');
     const graph = time(rumCmd('graph'), { cwd: proj, runs: 15 });
     const dry = time(rumCmd('up', '--dry-run'), { cwd: proj, runs: 15 });
-    add('`rum graph` on a running VM', ms(graph), `node -e 0: ${ms(nodeStart)}`, '≤ 120 ms');
-    add('`rum up --dry-run` on a running VM', ms(dry), `node -e 0: ${ms(nodeStart)}`, '≤ 120 ms');
+    add('`rum graph` on a running VM', ms(graph), base, '≤ 120 ms');
+    add('`rum up --dry-run` on a running VM', ms(dry), base, '≤ 120 ms');
     const status = time(rumCmd('status'), { cwd: proj, runs: 15 });
-    add('`rum status` on a running VM', ms(status), `virsh list: ${ms(virshList)}, node -e 0: ${ms(nodeStart)}`, '≤ 120 ms');
+    add('`rum status` on a running VM', ms(status), base, '≤ 120 ms');
 
     // The first (unmeasured) run starts the shared login; the rest use it.
     const exec = time(rumCmd('exec', '--', 'true'), { cwd: proj, runs: 10 });
