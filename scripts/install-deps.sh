@@ -11,6 +11,7 @@ PACKAGES=(
   libxml2-utils cloud-init           # virt-xml-validate's schemas; `cloud-init schema` for user-data
   openssh-client iproute2 apt-utils  # ssh/scp in e2e; network namespaces; the in-namespace apt repo
   python3 hyperfine xxhash           # local HTTP servers in tests; bench timing and baselines
+  openssl                            # a test CA for the https download test
 )
 
 missing=()
