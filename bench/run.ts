@@ -123,4 +123,5 @@ const machine = `${cpus().length} × ${cpus()[0]?.model.trim()}, ${(totalmem() /
 console.log(`\nmachine: ${machine}\n`);
 console.log('| figure | rum | baseline (same run) | target |');
 console.log('| --- | --- | --- | --- |');
-for (const r of rows) console.log(`| ${r.what} | ${r.rum} | ${r.baseline} | ${r.target} |`);
+const cell = (s: string) => s.replace(/\|/g, '\\|'); // `tar | ssh` inside a Markdown table cell
+for (const r of rows) console.log(`| ${[r.what, r.rum, r.baseline, r.target].map(cell).join(' | ')} |`);

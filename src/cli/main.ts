@@ -2,6 +2,9 @@
 // Nothing else in rum prints a failure or exits.
 import { program } from './program.js';
 import { Output } from './output.js';
+import { takeDeferredCa } from '../net/extra-ca.js';
+
+takeDeferredCa();
 
 const json = process.argv.includes('--json');
 // `rum graph | head`: a reader that stops early is not an error.

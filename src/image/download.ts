@@ -10,6 +10,7 @@ import { createReadStream } from 'node:fs';
 import { mkdir, open, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
+import { rootCertificates } from 'node:tls';
 import { basename, dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { RumError } from '../errors.js';
@@ -358,7 +359,7 @@ function parseHttpUrl(href: string, original: string): URL {
 
 function requestOnce(url: URL, headers: Record<string, string>, opts: DownloadOptions): Promise<IncomingMessage> {
   const idleMs = opts.idleTimeoutMs ?? 60_000;
-  const ca = url.protocol === 'https:' ? deferredCa() : undefined;
+  const ca = url.protocol === 'https:' ? deferredCa(rootCertificates) : undefined;
   return new Promise((resolve, reject) => {
     const client = url.protocol === 'https:' ? https : http;
     const req = client.get(

@@ -1,20 +1,32 @@
 // Owns: the CA certificates NODE_EXTRA_CA_CERTS names, when rum's launcher (bin/rum.js) kept
 // Node from loading them at start-up. Read only for an https request, and added to Node's own
-// roots, as Node itself would have done.
+// roots, as Node itself would have done. No node:tls here: every command loads this module.
 import { readFileSync } from 'node:fs';
-import { rootCertificates } from 'node:tls';
 import { RumError } from '../errors.js';
 
-/** The `ca` option for an https request: undefined when Node's defaults already hold. */
-export function deferredCa(env: NodeJS.ProcessEnv = process.env): string[] | undefined {
-  const file = env.NODE_EXTRA_CA_CERTS ? undefined : env.RUM_EXTRA_CA_CERTS;
-  if (!file) return undefined;
+let deferred: string | undefined;
+
+/** At start-up: takes back the name the launcher set aside, so the processes rum starts (ssh,
+ * and whatever its config runs) see the user's environment as it was. */
+export function takeDeferredCa(env: NodeJS.ProcessEnv = process.env): void {
+  const file = env.RUM_EXTRA_CA_CERTS;
+  if (file === undefined) return;
+  delete env.RUM_EXTRA_CA_CERTS;
+  if (!file) return void delete env.NODE_EXTRA_CA_CERTS;
+  deferred = file;
+  env.NODE_EXTRA_CA_CERTS = file;
+}
+
+/** The `ca` option for an https request (`roots`: tls.rootCertificates), or undefined when
+ * Node's defaults already hold. */
+export function deferredCa(roots: readonly string[]): string[] | undefined {
+  if (!deferred) return undefined;
   try {
-    return [...rootCertificates, readFileSync(file, 'utf8')];
+    return [...roots, readFileSync(deferred, 'utf8')];
   } catch (err) {
     throw new RumError(
       'IMAGE',
-      `cannot read the CA certificates NODE_EXTRA_CA_CERTS names (${file}): ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+      `cannot read the CA certificates NODE_EXTRA_CA_CERTS names (${deferred}): ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
       'point NODE_EXTRA_CA_CERTS at a readable PEM file, or unset it',
       { cause: err },
     );

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
+import { takeDeferredCa } from '../../src/net/extra-ca.js';
 import { TestHttpServer } from '../helpers/http-server.js';
 
 const rum = fileURLToPath(new URL('../../../bin/rum.js', import.meta.url));
@@ -70,4 +71,16 @@ test('an https image from a server whose CA is in NODE_EXTRA_CA_CERTS is trusted
   const ok = await run(['build', 'base-image'], { NODE_EXTRA_CA_CERTS: ca });
   assert.equal(ok.status, 0, ok.stderr);
   assert.equal(server.requestsFor('/disk.img').filter((r) => r.status === 200).length, 1);
+});
+
+test('at start-up the name goes back where the user put it, for the processes rum starts', () => {
+  const set: NodeJS.ProcessEnv = { RUM_EXTRA_CA_CERTS: '/etc/company-ca.pem', NODE_EXTRA_CA_CERTS: '' };
+  takeDeferredCa(set);
+  assert.deepEqual(set, { NODE_EXTRA_CA_CERTS: '/etc/company-ca.pem' });
+  const unset: NodeJS.ProcessEnv = { RUM_EXTRA_CA_CERTS: '', NODE_EXTRA_CA_CERTS: '' };
+  takeDeferredCa(unset);
+  assert.deepEqual(unset, {});
+  const direct: NodeJS.ProcessEnv = { NODE_EXTRA_CA_CERTS: '/etc/company-ca.pem' }; // node bin/rum.js: Node loaded them
+  takeDeferredCa(direct);
+  assert.deepEqual(direct, { NODE_EXTRA_CA_CERTS: '/etc/company-ca.pem' });
 });
