@@ -10,12 +10,12 @@ import { createReadStream } from 'node:fs';
 import { mkdir, open, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
-import { rootCertificates } from 'node:tls';
+import { createSecureContext, rootCertificates, type SecureContext } from 'node:tls';
 import { basename, dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { RumError } from '../errors.js';
 import { fsyncDir, writeAtomic } from '../files/atomic.js';
-import { deferredCa } from '../net/extra-ca.js';
+import { deferredCaPem } from '../net/extra-ca.js';
 import { findSum, type Checksum, type HashAlgo } from './sums.js';
 
 export interface DownloadProgress {
@@ -357,15 +357,28 @@ function parseHttpUrl(href: string, original: string): URL {
   return u;
 }
 
+/** TLS options that trust NODE_EXTRA_CA_CERTS when rum's launcher deferred it: Node's default
+ * store (whichever it is: bundled, OpenSSL's, the system's) plus that file. */
+function withDeferredCa(): { secureContext: SecureContext } | { ca: string[] } | undefined {
+  const pem = deferredCaPem();
+  if (!pem) return undefined;
+  const secureContext = createSecureContext();
+  // addCACert is what Node itself uses for NODE_EXTRA_CA_CERTS; `ca` would replace the store.
+  const native = (secureContext as unknown as { context?: { addCACert?: (pem: string) => void } }).context;
+  if (typeof native?.addCACert !== 'function') return { ca: [...rootCertificates, pem] };
+  native.addCACert(pem);
+  return { secureContext };
+}
+
 function requestOnce(url: URL, headers: Record<string, string>, opts: DownloadOptions): Promise<IncomingMessage> {
   const idleMs = opts.idleTimeoutMs ?? 60_000;
-  const ca = url.protocol === 'https:' ? deferredCa(rootCertificates) : undefined;
+  const tls = url.protocol === 'https:' ? withDeferredCa() : undefined;
   return new Promise((resolve, reject) => {
     const client = url.protocol === 'https:' ? https : http;
     const req = client.get(
       url,
       {
-        ...(ca ? { ca } : {}),
+        ...tls,
         // identity: a compressed body would make byte offsets (and so Range) meaningless
         headers: { 'user-agent': 'rum', 'accept-encoding': 'identity', ...headers },
         agent: false, // one connection per request: no pooled socket that went stale during a backoff

@@ -28,13 +28,14 @@ export interface RpcSnapshot {
   inactiveXml: string | undefined;
 }
 
-/** The sockets a plain local URI reaches, as libvirt's client picks them: libvirtd's if it is
- * there, else the modular daemon's. Undefined for any other URI (remote, parameters, drivers). */
-export function localSockets(uri: string, env: NodeJS.ProcessEnv): { paths: string[]; readonly: boolean } | undefined {
-  if (uri === 'qemu:///system') return { paths: ['/run/libvirt/libvirt-sock-ro', '/run/libvirt/virtqemud-sock-ro'], readonly: true };
-  if (uri === 'qemu:///session') {
+/** The sockets a plain local URI may reach, in libvirt's client's order: the modular daemon's
+ * when its socket file exists, else libvirtd's. Undefined for any other URI (remote, parameters,
+ * other drivers), and for a session URI as root, which libvirt sends to the system daemon. */
+export function localSockets(uri: string, env: NodeJS.ProcessEnv, euid = process.geteuid?.() ?? 0): { paths: string[]; readonly: boolean } | undefined {
+  if (uri === 'qemu:///system') return { paths: ['/run/libvirt/virtqemud-sock-ro', '/run/libvirt/libvirt-sock-ro'], readonly: true };
+  if (uri === 'qemu:///session' && euid !== 0) {
     const dir = join(env.XDG_RUNTIME_DIR || env.XDG_CACHE_HOME || join(env.HOME || homedir(), '.cache'), 'libvirt');
-    return { paths: [join(dir, 'libvirt-sock'), join(dir, 'virtqemud-sock')], readonly: false };
+    return { paths: [join(dir, 'virtqemud-sock'), join(dir, 'libvirt-sock')], readonly: false };
   }
   return undefined;
 }
@@ -46,21 +47,34 @@ class Unavailable extends Error {}
  * not open (no socket, an auth method other than none or polkit, a protocol surprise, no answer
  * within `timeoutMs`). A session daemon that is not running is not started here: virsh does that.
  */
-export async function rpcSnapshot(uri: string, name: string, opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<RpcSnapshot | undefined> {
-  const where = localSockets(uri, opts.env ?? process.env);
+export async function rpcSnapshot(
+  uri: string,
+  name: string,
+  opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; euid?: number } = {},
+): Promise<RpcSnapshot | undefined> {
+  const where = localSockets(uri, opts.env ?? process.env, opts.euid);
   if (!where) return undefined;
+  const timeoutMs = opts.timeoutMs ?? 5000;
   for (const path of where.paths) {
-    let conn: Connection | undefined;
+    let conn: Connection;
     try {
-      conn = await Connection.open(path, opts.timeoutMs ?? 5000);
-    } catch {
-      continue; // not there or refused: the next socket, then virsh
+      conn = await Connection.open(path, timeoutMs);
+    } catch (err) {
+      // No such socket: the next one. A socket that is there but refuses: virsh says why.
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      return undefined;
     }
+    // One deadline for the whole exchange (the socket's own timeout only measures silence).
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Unavailable('deadline')), timeoutMs);
+    });
     try {
-      return await snapshot(conn, uri, name, where.readonly);
+      return await Promise.race([snapshot(conn, uri, name, where.readonly), deadline]);
     } catch {
       return undefined;
     } finally {
+      clearTimeout(timer);
       conn.close();
     }
   }
@@ -145,6 +159,14 @@ class Connection {
   }
 
   private receive(chunk: Buffer): void {
+    try {
+      this.parse(chunk);
+    } catch (err) {
+      this.fail(err instanceof Error ? err : new Unavailable(String(err))); // a malformed reply
+    }
+  }
+
+  private parse(chunk: Buffer): void {
     this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
     while (this.buf.length >= 4) {
       const len = this.buf.readUInt32BE(0);
@@ -158,15 +180,18 @@ class Connection {
       const status = packet.readInt32BE(24);
       const w = this.waiting.get(serial);
       if (prog !== PROGRAM || type !== REPLY || !w) continue;
-      this.waiting.delete(serial);
       const body = packet.subarray(28);
-      if (status === OK) w.resolve(body);
-      else if (status === ERROR) {
+      if (status === OK) {
+        this.waiting.delete(serial);
+        w.resolve(body);
+      } else if (status === ERROR) {
         const r = new Reader(body);
         const code = r.int();
         r.int(); // error domain
-        w.reject(new LibvirtError(code, r.optString() ?? `libvirt error ${code}`));
-      } else w.reject(new Unavailable(`reply status ${status}`));
+        const message = r.optString() ?? `libvirt error ${code}`;
+        this.waiting.delete(serial);
+        w.reject(new LibvirtError(code, message));
+      } else throw new Unavailable(`reply status ${status}`);
     }
   }
 

@@ -1,6 +1,6 @@
 // Owns: the CA certificates NODE_EXTRA_CA_CERTS names, when rum's launcher (bin/rum.js) kept
-// Node from loading them at start-up. Read only for an https request, and added to Node's own
-// roots, as Node itself would have done. No node:tls here: every command loads this module.
+// Node from loading them at start-up. Read only for an https request, and added to Node's
+// default store, as Node itself would have done. No node:tls here: every command loads this.
 import { readFileSync } from 'node:fs';
 import { RumError } from '../errors.js';
 
@@ -17,13 +17,14 @@ export function takeDeferredCa(env: NodeJS.ProcessEnv = process.env): void {
   env.NODE_EXTRA_CA_CERTS = file;
 }
 
-/** The `ca` option for an https request (`roots`: tls.rootCertificates), or undefined when
- * Node's defaults already hold. */
-export function deferredCa(roots: readonly string[]): string[] | undefined {
+/** The certificates (PEM) to add to Node's default store for an https request, or undefined
+ * when Node's defaults already hold them. */
+export function deferredCaPem(): string | undefined {
   if (!deferred) return undefined;
   try {
-    return [...roots, readFileSync(deferred, 'utf8')];
+    return readFileSync(deferred, 'utf8');
   } catch (err) {
+    // Node itself would only warn and go on; a download that then fails on trust says less.
     throw new RumError(
       'IMAGE',
       `cannot read the CA certificates NODE_EXTRA_CA_CERTS names (${deferred}): ${(err as NodeJS.ErrnoException).code ?? String(err)}`,

@@ -41,7 +41,7 @@ test('libvirt socket: state and persistent XML as virsh gives them (qemu:///syst
   await virsh(['define', join(dir, 'domain.xml')]);
   t.after(() => virsh(['undefine', name]).catch(() => undefined));
   // A running domain: up.test.ts compares the two after its no-op up.
-  const seen = JSON.parse((await execa(process.execPath, [probe, SYSTEM_URI, name, `${DOMAIN_PREFIX}absent`])).stdout) as Record<string, Seen>;
+  const seen = JSON.parse((await execa(process.execPath, [probe, SYSTEM_URI, name, `${DOMAIN_PREFIX}absent`], { timeout: 60_000 })).stdout) as Record<string, Seen>;
   assertSame(seen, name, 'shut off');
   assertSame(seen, `${DOMAIN_PREFIX}absent`, undefined);
 });
@@ -55,7 +55,7 @@ test('libvirt socket: the same answers from a session daemon (qemu:///session, t
   // virsh starts the session daemon if it is not running; the socket client never does.
   await virsh(['define', join(dir, 'domain.xml')], { session: true });
   t.after(() => virsh(['undefine', name], { session: true }).catch(() => undefined));
-  const res = await inNs(process.execPath, [probe, SESSION_URI, name, `${DOMAIN_PREFIX}absent`], { user: TEST_USER });
+  const res = await inNs(process.execPath, [probe, SESSION_URI, name, `${DOMAIN_PREFIX}absent`], { user: TEST_USER, timeout: 60_000 });
   const seen = JSON.parse(String(res.stdout)) as Record<string, Seen>;
   assertSame(seen, name, 'shut off');
   assertSame(seen, `${DOMAIN_PREFIX}absent`, undefined);

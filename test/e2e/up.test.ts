@@ -64,8 +64,8 @@ test('rum up: cold boot, no-op, --restart keeps data, --reset starts afresh, des
   assert.deepEqual(noop.built, []);
   assert.equal(await virsh(['dumpxml', name]), xmlBefore);
   assert.equal((await virsh(['domid', name])).trim(), idBefore);
-  // That no-op asked libvirt's socket, not virsh: for a running domain both say the same.
-  const seen = JSON.parse((await execa(process.execPath, [join(import.meta.dirname, 'snapshot-probe.js'), SYSTEM_URI, name])).stdout)[name];
+  // rum's plans ask libvirt's socket, not virsh: for a running domain both say the same.
+  const seen = JSON.parse((await execa(process.execPath, [join(import.meta.dirname, 'snapshot-probe.js'), SYSTEM_URI, name], { timeout: 60_000 })).stdout)[name];
   assert.equal(seen.rpc?.state, 'running');
   assert.deepEqual(seen.rpc, seen.virsh);
 
