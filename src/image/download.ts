@@ -357,17 +357,22 @@ function parseHttpUrl(href: string, original: string): URL {
   return u;
 }
 
+type TlsTrust = { secureContext: SecureContext } | { ca: string[] } | undefined;
+let deferredTrust: TlsTrust | null = null; // null: not built yet (once per process, not per request)
+
 /** TLS options that trust NODE_EXTRA_CA_CERTS when rum's launcher deferred it: Node's default
  * store (whichever it is: bundled, OpenSSL's, the system's) plus that file. */
-function withDeferredCa(): { secureContext: SecureContext } | { ca: string[] } | undefined {
+function withDeferredCa(): TlsTrust {
+  if (deferredTrust !== null) return deferredTrust;
   const pem = deferredCaPem();
-  if (!pem) return undefined;
+  if (!pem) return (deferredTrust = undefined);
   const secureContext = createSecureContext();
   // addCACert is what Node itself uses for NODE_EXTRA_CA_CERTS; `ca` would replace the store.
+  // It is not a documented API, hence the fallback.
   const native = (secureContext as unknown as { context?: { addCACert?: (pem: string) => void } }).context;
-  if (typeof native?.addCACert !== 'function') return { ca: [...rootCertificates, pem] };
+  if (typeof native?.addCACert !== 'function') return (deferredTrust = { ca: [...rootCertificates, pem] });
   native.addCACert(pem);
-  return { secureContext };
+  return (deferredTrust = { secureContext });
 }
 
 function requestOnce(url: URL, headers: Record<string, string>, opts: DownloadOptions): Promise<IncomingMessage> {

@@ -54,24 +54,18 @@ export async function rpcSnapshot(
 ): Promise<RpcSnapshot | undefined> {
   const where = localSockets(uri, opts.env ?? process.env, opts.euid);
   if (!where) return undefined;
-  const timeoutMs = opts.timeoutMs ?? 5000;
   for (const path of where.paths) {
-    let conn: Connection;
-    try {
-      conn = await Connection.open(path, timeoutMs);
-    } catch (err) {
-      // No such socket: the next one. A socket that is there but refuses: virsh says why.
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
-      return undefined;
-    }
-    // One deadline for the whole exchange (the socket's own timeout only measures silence).
+    const conn = new Connection(path);
+    // One deadline for the whole exchange, connecting included.
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Unavailable('deadline')), timeoutMs);
+      timer = setTimeout(() => reject(new Unavailable('deadline')), opts.timeoutMs ?? 5000);
     });
     try {
       return await Promise.race([snapshot(conn, uri, name, where.readonly), deadline]);
-    } catch {
+    } catch (err) {
+      // No such socket: the next one. Anything else, a socket that refuses included: virsh says why.
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
       return undefined;
     } finally {
       clearTimeout(timer);
@@ -119,24 +113,14 @@ class Connection {
   private readonly waiting = new Map<number, { resolve: (b: Buffer) => void; reject: (e: Error) => void }>();
   private failure: Error | undefined;
 
-  private constructor(private readonly sock: Socket, timeoutMs: number) {
-    sock.setTimeout(timeoutMs, () => this.fail(new Unavailable('timeout')));
-    sock.on('data', (chunk: Buffer) => this.receive(chunk));
-    sock.on('error', (e) => this.fail(e));
-    sock.on('close', () => this.fail(new Unavailable('closed')));
-  }
+  private readonly sock: Socket;
 
-  static open(path: string, timeoutMs: number): Promise<Connection> {
-    return new Promise((resolve, reject) => {
-      const sock = createConnection(path);
-      const timer = setTimeout(() => (sock.destroy(), reject(new Unavailable('connect timeout'))), timeoutMs);
-      sock.once('error', (e) => (clearTimeout(timer), reject(e)));
-      sock.once('connect', () => {
-        clearTimeout(timer);
-        sock.removeAllListeners('error');
-        resolve(new Connection(sock, timeoutMs));
-      });
-    });
+  /** Calls made before the socket connects wait in its buffer; a failure to connect fails them. */
+  constructor(path: string) {
+    this.sock = createConnection(path);
+    this.sock.on('data', (chunk: Buffer) => this.receive(chunk));
+    this.sock.on('error', (e) => this.fail(e));
+    this.sock.on('close', () => this.fail(new Unavailable('closed')));
   }
 
   call(proc: number, body: Buffer): Promise<Buffer> {

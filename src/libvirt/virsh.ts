@@ -168,10 +168,9 @@ export class Virsh {
    */
   async domainSnapshot(name: string): Promise<{ state: DomainState | undefined; inactiveXml: string | undefined }> {
     // A local daemon is asked directly first: a virsh process costs ~15 ms, the socket ~1.
-    if (this.opts.env?.RUM_LIBVIRT_RPC !== '0' && process.env.RUM_LIBVIRT_RPC !== '0') {
-      const snap = await rpcSnapshot(this.uri, name, { env: { ...process.env, ...this.opts.env } });
-      if (snap) return { state: snap.state === undefined ? undefined : asState(snap.state), inactiveXml: snap.inactiveXml };
-    }
+    const env = { ...process.env, ...this.opts.env };
+    const snap = env.RUM_LIBVIRT_RPC === '0' ? undefined : await rpcSnapshot(this.uri, name, { env });
+    if (snap) return { state: snap.state === undefined ? undefined : asState(snap.state), inactiveXml: snap.inactiveXml };
     // The name goes through virsh's own command parser: only plain words go that way.
     if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(name)) {
       const [state, inactiveXml] = await Promise.all([this.domainState(name), this.dumpxml(name, { inactive: true })]);
