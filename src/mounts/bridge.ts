@@ -189,11 +189,11 @@ class InotifyBridge implements Bridge {
       followSymlinks: false, // a link's target may lie outside the mount; the guest sees the link
       atomic: false, // delete-then-create within a batch is coalesced here, by path
       ignorePermissionErrors: true,
-      ignored: (path: string, stats?: { isDirectory(): boolean }) => m.ignored(relative(m.root, path), stats?.isDirectory()),
+      ignored: (path: string, stats?: { isDirectory(): boolean }) => m.ignored(below(m.root, path), stats?.isDirectory()),
     });
     this.watchers.push(w);
     w.on('all', (event, path) => {
-      if (m.ignored(relative(m.root, path), event === 'addDir' || event === 'unlinkDir')) return;
+      if (m.ignored(below(m.root, path), event === 'addDir' || event === 'unlinkDir')) return;
       this.onHostEvent(m, path);
     });
     w.on('error', (err) => this.emit({ type: 'watch-error', error: err as Error }));
@@ -407,8 +407,17 @@ async function closeLink(link: Link): Promise<void> {
   await link.session.close().catch(() => {});
 }
 
+/**
+ * A path's place under root. chokidar asks `ignored` of every entry each time it rereads a
+ * directory, tens of thousands of times in a burst: path.relative's normalising showed in profiles.
+ */
+function below(root: string, path: string): string {
+  if (path.length > root.length && path.startsWith(root) && path[root.length] === '/') return path.slice(root.length + 1);
+  return relative(root, path);
+}
+
 function guestPathOf(m: MountState, hostPath: string): string {
-  const rel = relative(m.root, hostPath);
+  const rel = below(m.root, hostPath);
   return rel === '' ? m.guest : posix.join(m.guest, rel);
 }
 

@@ -2,6 +2,7 @@
 // read-only share (auto picks 9p to enforce it on the host); both directions, in fstab with
 // nofail. Session mode's 9p is covered by the session test in up.test.ts.
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -87,4 +88,54 @@ test('mounts: virtiofs and 9p both ways, read-only refused, fstab nofail (system
   assert.ok(about('renamed.txt').length > 0, 'the rename reached the guest watcher under its new name');
   assert.ok(events.some((e) => /ISDIR/.test(e)), 'the delete reached the guest watcher as a change of the directory');
   assert.deepEqual(about('ignored.tmp'), [], 'ignore: patterns are honoured');
+  assert.deepEqual(events.filter((e) => /^(OPEN|CLOSE_NOWRITE).*ISDIR/.test(e)), [], 'a replay does not open the directory for a few paths');
+
+  // A burst, as a checkout makes: 900 files rewritten at once, in three directories. A batch of
+  // more than 256 paths is replayed by name: one IN_MODIFY per file, and IN_CLOSE_WRITE for one
+  // file per directory; a smaller batch replays each file as a write (OPEN/MODIFY/CLOSE_WRITE).
+  const dirs = ['b0', 'b1', 'b2'];
+  const burstFile = (d: string, i: number) => join(p.dir, 'vfs', 'burst', d, `f${i}.txt`);
+  for (const d of dirs) {
+    await mkdir(join(p.dir, 'vfs', 'burst', d), { recursive: true });
+    for (let i = 0; i < 300; i++) await writeFile(burstFile(d, i), 'v0\n');
+  }
+  await p.exec('nohup stdbuf -oL inotifywait -m -r /work/burst --format "%e %w%f" > /tmp/burst-events 2>/tmp/burst-err & sleep 1');
+  for (let i = 0; i < 60 && !(await p.exec('cat /tmp/burst-err')).stdout.includes('Watches established'); i++) await settle();
+  const burstWatch = p.rumBackground('watch', '--json');
+  let burst: { code: number; stdout: string; stderr: string };
+  try {
+    await settle();
+    for (const d of dirs) for (let i = 0; i < 300; i++) writeFileSync(burstFile(d, i), 'v1\n');
+    const modified = async () => Number((await p.exec('grep -c "^MODIFY " /tmp/burst-events || true')).stdout.trim());
+    for (let i = 0; i < 120 && (await modified()) < 900; i++) await settle();
+    await settle(); // a storm would show by now
+  } finally {
+    burst = await burstWatch.stop();
+    assert.equal(burst.code, 0, `rum watch ends cleanly on Ctrl-C:\n${burst.stderr}`);
+  }
+  const batches = burst.stdout
+    .split('\n')
+    .filter((l) => l.includes('"batch"'))
+    .map((l) => JSON.parse(l) as { records: number; paths: string[]; ack: { applied: number; errors: object } });
+  t.diagnostic(`burst batches: ${batches.map((b) => b.records).join(', ')}`);
+  for (const b of batches) assert.deepEqual(b.ack.errors, {}, JSON.stringify(b.ack));
+  const burstEvents = (await p.exec('cat /tmp/burst-events')).stdout.trim().split('\n');
+  const byPath = new Map<string, string[]>();
+  for (const e of burstEvents) {
+    const [ev, path] = e.split(' ') as [string, string];
+    byPath.set(path, [...(byPath.get(path) ?? []), ev]);
+  }
+  const bigBatch = new Set(batches.filter((b) => b.records > 256).flatMap((b) => b.paths));
+  assert.ok(bigBatch.size > 0, `one batch was large enough to be a burst: ${batches.map((b) => b.records).join(', ')}`);
+  for (const d of dirs) {
+    const paths = Array.from({ length: 300 }, (_, i) => `/work/burst/${d}/f${i}.txt`);
+    for (const path of paths) {
+      const evs = byPath.get(path) ?? [];
+      assert.equal(evs.filter((e) => e === 'MODIFY').length, 1, `${path}: one IN_MODIFY (${evs.join(' ')})`);
+      if (!bigBatch.has(path)) assert.equal(evs.filter((e) => e.startsWith('CLOSE_WRITE')).length, 1, `${path}: replayed as a write`);
+    }
+    const closed = paths.filter((path) => bigBatch.has(path) && (byPath.get(path) ?? []).some((e) => e.startsWith('CLOSE_WRITE')));
+    if (paths.some((path) => bigBatch.has(path))) assert.ok(closed.length >= 1, `${d}: a close_write watcher hears of the burst`);
+    assert.ok(closed.length <= batches.length, `${d}: in a burst, IN_CLOSE_WRITE for one file per directory per batch, not each (${closed.length})`);
+  }
 });

@@ -4,9 +4,9 @@
 // the host file as it would through 9p or virtiofs. Nothing contacts any address but 127.0.0.1.
 // Every wait is bounded; nothing asserts on how long something took.
 import assert from 'node:assert/strict';
-import { watch as fsWatch, type FSWatcher } from 'node:fs';
-import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, rename, rm, utimes, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { watch as fsWatch, readdirSync, readFileSync, type FSWatcher } from 'node:fs';
+import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, rename, rm, symlink, utimes, writeFile } from 'node:fs/promises';
+import { availableParallelism, tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { test, type TestContext } from 'node:test';
@@ -319,3 +319,63 @@ test('the replay program touches nothing outside its mount roots', async (t) => 
   assert.equal(await mtimeNs(file), before);
   await replayer.close();
 });
+
+test('a symlinked directory inside a mount cannot lead a replay outside it', async (t) => {
+  const server = await serve(t);
+  const root = await tempDir(t, 'root-link');
+  const outside = await tempDir(t, 'outside-link');
+  await writeFile(join(outside, 'f'), 'x');
+  await symlink(outside, join(root, 'link'));
+  const before = await mtimeNs(join(outside, 'f'));
+  const session = await connect(targetFor(server.port, server.hostKey.public));
+  t.after(() => session.close());
+  const replayer = await GuestReplayer.start(session, [root]);
+  // Alone (the open-and-close path) and in a burst (by name, on a worker): refused both ways.
+  for (const filler of [0, 300]) {
+    const records = [{ path: join(root, 'link', 'f'), mtimeNs: 1_000_000_000n, file: true }];
+    for (let i = 0; i < filler; i++) records.push({ path: join(root, `missing-${i}`), mtimeNs: 1_000_000_000n, file: true });
+    const ack = await replayer.send(records);
+    assert.equal(ack.applied, 0, JSON.stringify(ack));
+    assert.equal(ack.errors['outside the mounts']?.count, 1, JSON.stringify(ack));
+  }
+  assert.equal(await mtimeNs(join(outside, 'f')), before);
+  await replayer.close();
+});
+
+test('a burst is shared among worker processes, which end with the replay program', async (t) => {
+  const server = await serve(t);
+  const root = await tempDir(t, 'workers');
+  const records = [];
+  for (let d = 0; d < 4; d++) {
+    await mkdir(join(root, `d${d}`));
+    for (let i = 0; i < 100; i++) {
+      const p = join(root, `d${d}`, `f${i}`);
+      await writeFile(p, 'x');
+      records.push({ path: p, mtimeNs: (await mtimeNs(p)) + 1_000_000_000n, file: true });
+    }
+  }
+  const session = await connect(targetFor(server.port, server.hostKey.public));
+  t.after(() => session.close());
+  const replayer = await GuestReplayer.start(session, [root]);
+  const ack = await replayer.send(records);
+  assert.deepEqual(ack, { applied: 400, newer: 0, errors: {} });
+  for (const r of records) assert.equal(await mtimeNs(r.path), r.mtimeNs, r.path);
+  // The program and its workers: the python3 processes whose arguments name this root.
+  if (availableParallelism() > 1) assert.ok(pythonsNaming(root) >= 2, 'a worker was forked beside the program');
+  await replayer.close();
+  await waitFor('the replay program and its workers to end', () => pythonsNaming(root) === 0, 5000);
+});
+
+function pythonsNaming(arg: string): number {
+  let n = 0;
+  for (const p of readdirSync('/proc')) {
+    if (!/^\d+$/.test(p)) continue;
+    try {
+      const argv = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
+      if (basename(argv[0] ?? '') === 'python3' && argv.includes(arg)) n++;
+    } catch {
+      // ended meanwhile
+    }
+  }
+  return n;
+}
