@@ -83,7 +83,9 @@ const PROTOCOL = 1;
 //    CPUs cost more than they saved).
 const SCRIPT = String.raw`
 import ctypes, errno, json, marshal, os, struct, sys
-roots = [os.path.realpath(os.fsencode(r)) for r in sys.argv[1:]]
+# As written (what the host sends) and resolved (what /proc/self/fd says): a mount under a
+# symlinked directory (/home -> var/home) must match both ways.
+roots = sorted({os.fsencode(r).rstrip(b'/') or b'/' for r in sys.argv[1:]} | {os.path.realpath(os.fsencode(r)) for r in sys.argv[1:]})
 OMIT = (1 << 30) - 2
 WRITE_MAX = 256
 SCAN_MIN = 4
@@ -142,11 +144,17 @@ def one(dfd, rec, write):
             except OSError:
                 pass # released anyway; virtiofsd's flush can fail (EBADF) under a write burst
 def directory(d, recs, write_all, out):
-    scan = len(recs) >= SCAN_MIN
+    # Listed only in a burst: a small batch (an editor's save) gives the directory no
+    # IN_OPEN/IN_CLOSE_NOWRITE, which an O_PATH open does not raise.
+    scan = not write_all and len(recs) >= SCAN_MIN
     try:
-        # O_PATH unless it is to be listed: an O_PATH open is no IN_OPEN/IN_CLOSE_NOWRITE for
-        # watchers of the directory.
-        dfd = os.open(d, O_DIR | (os.O_RDONLY if scan else os.O_PATH))
+        try:
+            dfd = os.open(d, O_DIR | (os.O_RDONLY if scan else os.O_PATH))
+        except PermissionError:
+            if not scan:
+                raise
+            scan = False  # searchable but not readable: by name, then
+            dfd = os.open(d, O_DIR | os.O_PATH)
     except OSError as e:
         out.extend((ename(e), r[3]) for r in recs)
         return
@@ -166,19 +174,23 @@ def directory(d, recs, write_all, out):
                     out.append(('outside the mounts', r[3]))
         last = todo[-1][2] if todo and not write_all else None
         if scan and len(todo) >= SCAN_MIN:
-            want = {r[2]: r for r in todo}
+            want = {}
+            for r in todo:
+                want.setdefault(r[2], []).append(r)  # a path twice in a batch: a result for each
             budget = SCAN_PER_PATH * len(todo)
-            with os.scandir(dfd) as it:
-                for e in it:
-                    r = want.pop(os.fsencode(e.name), None)
-                    if r is not None:
-                        out.append(one(dfd, r, write_all or r[2] == last))
+            try:
+                with os.scandir(dfd) as it:
+                    for e in it:
+                        for r in want.pop(os.fsencode(e.name), ()):
+                            out.append(one(dfd, r, r[2] == last))
                         if not want:
                             break
-                    budget -= 1
-                    if budget <= 0:
-                        break
-            todo = list(want.values())
+                        budget -= 1
+                        if budget <= 0:
+                            break
+            except OSError:
+                pass  # a listing that fails (EIO, ESTALE) leaves the rest to be replayed by name
+            todo = [r for rs in want.values() for r in rs]
         for r in todo:
             out.append(one(dfd, r, write_all or r[2] == last))
     finally:
@@ -227,6 +239,12 @@ def start_workers():
                     send(up[1], marshal.dumps(work(*marshal.loads(recv(down[0])))))
             except EOFError:
                 os._exit(0)
+            except BaseException:
+                # Never unwind into the parent's code: the program sees EOF and ends, and the
+                # bridge starts it again.
+                import traceback
+                traceback.print_exc()
+                os._exit(1)
         os.close(down[0])
         os.close(up[1])
         out.append((down[1], up[0]))

@@ -379,3 +379,25 @@ function pythonsNaming(arg: string): number {
   }
   return n;
 }
+
+test('a mount root under a symlinked directory is replayed, and a path twice in a burst is answered twice', async (t) => {
+  // As on Fedora Silverblue, where /home -> var/home: the guest names the mount through the link.
+  const server = await serve(t);
+  const base = await tempDir(t, 'linked-root');
+  await mkdir(join(base, 'real', 'proj', 'd'), { recursive: true });
+  await symlink(join(base, 'real'), join(base, 'link'));
+  const root = join(base, 'link', 'proj');
+  const session = await connect(targetFor(server.port, server.hostKey.public));
+  t.after(() => session.close());
+  const replayer = await GuestReplayer.start(session, [root]);
+  const records = [];
+  for (let i = 0; i < 300; i++) {
+    await writeFile(join(root, 'd', `f${i}`), 'x');
+    records.push({ path: join(root, 'd', `f${i}`), mtimeNs: 2_000_000_000_000_000_000n, file: true });
+  }
+  assert.deepEqual(await replayer.send(records.slice(0, 3)), { applied: 3, newer: 0, errors: {} }, 'a small batch');
+  const ack = await replayer.send([...records, records[7]!, records[8]!]);
+  assert.deepEqual(ack, { applied: 302, newer: 0, errors: {} }, 'a burst, with two paths twice');
+  assert.equal(await mtimeNs(join(base, 'real', 'proj', 'd', 'f299')), 2_000_000_000_000_000_000n);
+  await replayer.close();
+});
