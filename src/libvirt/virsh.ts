@@ -150,10 +150,15 @@ export interface VirshOptions {
 }
 
 export class Virsh {
+  // LC_ALL=C: the table above matches virsh's English messages.
+  private readonly env: NodeJS.ProcessEnv;
+
   constructor(
     readonly uri: string,
-    private readonly opts: VirshOptions = {},
-  ) {}
+    opts: VirshOptions = {},
+  ) {
+    this.env = { ...process.env, ...opts.env, LC_ALL: 'C' };
+  }
 
   /** The domain's state, or undefined when there is no such domain. */
   async domainState(name: string): Promise<DomainState | undefined> {
@@ -168,8 +173,7 @@ export class Virsh {
    */
   async domainSnapshot(name: string): Promise<{ state: DomainState | undefined; inactiveXml: string | undefined }> {
     // A local daemon is asked directly first: a virsh process costs ~15 ms, the socket ~1.
-    const env = { ...process.env, ...this.opts.env };
-    const snap = env.RUM_LIBVIRT_RPC === '0' ? undefined : await rpcSnapshot(this.uri, name, { env });
+    const snap = this.env.RUM_LIBVIRT_RPC === '0' ? undefined : await rpcSnapshot(this.uri, name, { env: this.env });
     if (snap) return { state: snap.state === undefined ? undefined : asState(snap.state), inactiveXml: snap.inactiveXml };
     // The name goes through virsh's own command parser: only plain words go that way.
     if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(name)) {
@@ -285,8 +289,7 @@ export class Virsh {
 
   /** Runs virsh; a failure of one of the `tolerate` kinds is returned, any other thrown. */
   private async attempt(args: string[], tolerate: VirshFailureKind[], label = args[0]!): Promise<{ stdout: string } | { failed: VirshFailureKind }> {
-    // LC_ALL=C: the table above matches virsh's English messages.
-    const r = await runVirsh(['--connect', this.uri, ...args], { ...process.env, ...this.opts.env, LC_ALL: 'C' });
+    const r = await runVirsh(['--connect', this.uri, ...args], this.env);
     if ('missing' in r) {
       throw new RumError('VIRSH_MISSING', 'virsh is not installed (not found on PATH)', 'apt install libvirt-clients', { cause: r.missing });
     }

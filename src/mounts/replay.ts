@@ -216,12 +216,8 @@ def recv(fd):
     return exactly(struct.unpack('!I', exactly(4))[0])
 workers = None
 def start_workers():
-    try:
-        n = min(len(os.sched_getaffinity(0)), 4)
-    except (AttributeError, OSError):
-        n = os.cpu_count() or 1
     out = []
-    for _ in range(n - 1):
+    for _ in range(min(len(os.sched_getaffinity(0)), 4) - 1):
         down, up = os.pipe(), os.pipe()
         pid = os.fork()
         if pid == 0:
@@ -251,28 +247,28 @@ def start_workers():
     return out
 def run(batch):
     global workers
-    write_all = len(batch) <= WRITE_MAX
+    out = []
     groups = {}
     for op, ns, p in batch:
-        if not inside(p):
-            groups.setdefault(None, []).append(p)
-            continue
-        d, _, name = p.rpartition(b'/')
-        groups.setdefault(d or b'/', []).append((op, ns, name, p))
-    out = [('outside the mounts', p) for p in groups.pop(None, [])]
+        if inside(p):
+            d, _, name = p.rpartition(b'/')
+            groups.setdefault(d or b'/', []).append((op, ns, name, p))
+        else:
+            out.append(('outside the mounts', p))
     groups = sorted(groups.items(), key=lambda g: -len(g[1]))
-    if write_all:
+    if len(batch) <= WRITE_MAX:
         return out + work(True, groups)
     if workers is None:
         workers = start_workers()
-    shares = [([], 0) for _ in range(len(workers) + 1)]
-    for g in groups:
-        i = min(range(len(shares)), key=lambda i: shares[i][1])
-        shares[i][0].append(g)
-        shares[i] = (shares[i][0], shares[i][1] + len(g[1]))
-    for (down, _), (share, _) in zip(workers, shares[1:]):
+    shares = [[] for _ in range(len(workers) + 1)]
+    sizes = [0] * len(shares)
+    for g in groups:  # largest first, each to the least loaded
+        i = sizes.index(min(sizes))
+        shares[i].append(g)
+        sizes[i] += len(g[1])
+    for (down, _), share in zip(workers, shares[1:]):
         send(down, marshal.dumps((False, share)))
-    out += work(False, shares[0][0])
+    out += work(False, shares[0])
     for _, up in workers:
         out += marshal.loads(recv(up))
     return out
