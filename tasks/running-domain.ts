@@ -3,6 +3,7 @@
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { RumError } from '../src/errors.js';
+import { seeDoctor } from '../src/host/check.js';
 import { digestOf } from '../src/graph/digest.js';
 import { defineRule } from '../src/graph/rule.js';
 import { domainFacts, forgetDomainFacts, virsh, type RumCtx } from './context.js';
@@ -17,9 +18,9 @@ async function ensureNetwork(ctx: RumCtx, notice: (m: string) => void): Promise<
     throw new RumError(
       'LIBVIRT',
       `libvirt has no network "${name}" on ${ctx.config.libvirt.uri}`,
-      name === 'default'
+      (name === 'default'
         ? 'define it: virsh net-define /usr/share/libvirt/networks/default.xml && virsh net-autostart default; or use network.mode: user'
-        : 'create it with virsh net-define, or set network.name / network.mode: user',
+        : 'create it with virsh net-define, or set network.name / network.mode: user') + seeDoctor('network'),
     );
   if (!info.active) {
     notice(`starting libvirt network ${name}`);

@@ -6,6 +6,7 @@ import { ConfigError, exitCodes, isRumError } from '../errors.js';
 import { describeReason, type Outcome, type RunEvent } from '../graph/events.js';
 import type { Plan, PlannedNode } from '../graph/plan.js';
 import type { RunResult } from '../graph/execute.js';
+import type { CheckStatus, DoctorReport } from '../host/doctor.js';
 
 export interface OutputOptions {
   json?: boolean;
@@ -125,6 +126,22 @@ export class Output {
     if (this.json) return this.data(resultJson(r, vmName));
     const built = [...r.outcomes].filter(([, o]) => o.type === 'built' || o.type === 'cutoff');
     if (built.length === 0 && !r.failure) this.info(this.ek.green('up to date: nothing to do'));
+  }
+
+  /** `rum doctor`: one line per check, ✓ / ! / ✗, and the fix after a dash. */
+  doctor(r: DoctorReport): void {
+    if (this.json) return this.data(r);
+    const k = this.k;
+    const mark: Record<CheckStatus, string> = { ok: k.green('✓'), warn: k.yellow('!'), fail: k.red('✗') };
+    const width = Math.max(...r.checks.map((c) => c.id.length));
+    for (const c of r.checks) this.out(`${mark[c.status]} ${c.id.padEnd(width)}  ${c.summary}${c.fix ? ` ${k.dim('—')} fix: ${c.fix}` : ''}`);
+    const count = (s: CheckStatus) => r.checks.filter((c) => c.status === s).length;
+    const [fails, warns] = [count('fail'), count('warn')];
+    this.out(
+      fails + warns === 0
+        ? k.green('this host has what rum needs')
+        : [fails ? k.red(`${fails} to fix`) : '', warns ? k.yellow(`${warns} to look at`) : ''].filter(Boolean).join(', '),
+    );
   }
 
   /** Renders any error; returns the exit status. The only place a failure becomes text. */

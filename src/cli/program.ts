@@ -116,6 +116,11 @@ program
   .action(lazy(async () => (await import('./commands/graph.js')).graph));
 
 program
+  .command('doctor')
+  .describe('Check this host for what rum needs (KVM, libvirt, network, tools, disk), each with its fix; changes nothing')
+  .action(lazy(async () => (await import('./commands/doctor.js')).doctor));
+
+program
   .command('schema')
   .describe('Print the JSON Schema of rum.yaml (for yaml-language-server)')
   .action(lazy(async () => (await import('./commands/schema.js')).schema));

@@ -2,6 +2,7 @@
 // Not: deciding when an overlay is made or resized (tasks/overlay.ts).
 import { execa, ExecaError } from 'execa';
 import { RumError } from '../errors.js';
+import { seeDoctor } from '../host/check.js';
 
 export type ImageFormat = 'qcow2' | 'raw' | (string & {});
 
@@ -115,7 +116,7 @@ async function qemuImg(
   } catch (err) {
     if (err instanceof RumError) throw err;
     if (err instanceof ExecaError && err.code === 'ENOENT') {
-      throw new RumError('TOOL_MISSING', 'qemu-img is not installed', 'apt install qemu-utils', { cause: err });
+      throw new RumError('TOOL_MISSING', 'qemu-img is not installed', `apt install qemu-utils${seeDoctor('qemu-img')}`, { cause: err });
     }
     throw new RumError('IMAGE', `qemu-img ${args[0]} failed: ${err instanceof Error ? err.message : String(err)}`, undefined, {
       cause: err,

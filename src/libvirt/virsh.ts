@@ -4,6 +4,7 @@
 // network) is a value, not a failure.
 import { spawn } from 'node:child_process';
 import { RumError } from '../errors.js';
+import { seeDoctor } from '../host/check.js';
 import { rpcSnapshot } from './rpc.js';
 
 export type DomainState = 'running' | 'idle' | 'paused' | 'in shutdown' | 'shut off' | 'crashed' | 'pmsuspended' | 'unknown';
@@ -50,6 +51,7 @@ export type VirshFailureKind =
   | 'permission'
   | 'file-access'
   | 'no-kvm'
+  | 'no-emulator'
   | 'other';
 
 /** A failed virsh command. `kind` lets callers react without matching messages themselves. */
@@ -79,38 +81,38 @@ const KNOWN: readonly Known[] = [
     pattern: /Failed to connect socket to '([^']+)': (?:No such file or directory|Connection refused)/,
     hint: (m) =>
       `no libvirt daemon is listening on ${m[1]}: start it with "systemctl start libvirtd" ` +
-      `(without systemd: "virtlogd -d && libvirtd -d")`,
+      `(without systemd: "virtlogd -d && libvirtd -d")${seeDoctor('libvirt')}`,
   },
   {
     kind: 'no-daemon',
     pattern: /Cannot find '(libvirtd|virtqemud)'/,
-    hint: () => 'the libvirt daemon is not installed: apt install libvirt-daemon-system',
+    hint: () => `the libvirt daemon is not installed: apt install libvirt-daemon-system${seeDoctor('libvirt')}`,
   },
   {
     kind: 'permission',
     pattern: /Failed to connect socket to '[^']+': Permission denied|authentication unavailable|authentication failed|not authorized|polkit/i,
     hint: (_m, uri) =>
       uri.includes('/system')
-        ? `${uri} needs membership of the libvirt group ("sudo usermod -aG libvirt $USER", then log in again), or use qemu:///session`
-        : 'check that this user may use the libvirt socket',
+        ? `${uri} needs membership of the libvirt group ("sudo usermod -aG libvirt $USER", then log in again), or use qemu:///session${seeDoctor('group')}`
+        : `check that this user may use the libvirt socket${seeDoctor('libvirt')}`,
   },
   {
     kind: 'file-access',
     pattern: /(?:Cannot access storage file|Could not open|Failed to open file|cannot open file) '([^']+)'[^\n]*?(?:Permission denied|No such file or directory)/i,
     hint: (m, uri) =>
       uri.includes('/system')
-        ? `QEMU runs as its own user (libvirt-qemu on Debian) under ${uri}: ${m[1]} and every directory above it must be readable (searchable) by it`
-        : `check that ${m[1]} exists and is readable`,
+        ? `QEMU runs as its own user (libvirt-qemu on Debian) under ${uri}: ${m[1]} and every directory above it must be readable (searchable) by it${seeDoctor('home-access')}`
+        : `check that ${m[1]} exists and is readable${seeDoctor('home-access')}`,
   },
   {
     kind: 'network-inactive',
     pattern: /network '([^']*)' is not active/i,
-    hint: (m, uri) => `start it: virsh --connect ${uri} net-start ${m[1]} (and net-autostart ${m[1]} to keep it started)`,
+    hint: (m, uri) => `start it: virsh --connect ${uri} net-start ${m[1]} (and net-autostart ${m[1]} to keep it started)${seeDoctor('network')}`,
   },
   {
     kind: 'no-network',
     pattern: /failed to get network|Network not found|no network with matching/i,
-    hint: (_m, uri) => `list the networks with: virsh --connect ${uri} net-list --all`,
+    hint: (_m, uri) => `list the networks with: virsh --connect ${uri} net-list --all${seeDoctor('network')}`,
   },
   {
     kind: 'no-domain',
@@ -120,9 +122,14 @@ const KNOWN: readonly Known[] = [
   { kind: 'not-running', pattern: /domain is not running/i },
   { kind: 'already-active', pattern: /(?:domain|network) is already (?:active|running)|Domain is already active|Network '[^']*' is already running/i },
   {
+    kind: 'no-emulator',
+    pattern: /Cannot find QEMU binary|No emulator found|could not find capabilities for arch=\S+ domaintype=qemu/i,
+    hint: () => `QEMU is not installed: apt install qemu-system-x86${seeDoctor('qemu')}`,
+  },
+  {
     kind: 'no-kvm',
     pattern: /KVM is not available|Could not access KVM kernel module|domaintype=kvm|does not support virt type 'kvm'|KVM internal error/i,
-    hint: () => 'KVM is not usable on this host: use domain type qemu (TCG)',
+    hint: () => `KVM is not usable on this host: use domain type qemu (TCG)${seeDoctor('kvm')}`,
   },
 ];
 
@@ -291,7 +298,9 @@ export class Virsh {
   private async attempt(args: string[], tolerate: VirshFailureKind[], label = args[0]!): Promise<{ stdout: string } | { failed: VirshFailureKind }> {
     const r = await runVirsh(['--connect', this.uri, ...args], this.env);
     if ('missing' in r) {
-      throw new RumError('VIRSH_MISSING', 'virsh is not installed (not found on PATH)', 'apt install libvirt-clients', { cause: r.missing });
+      throw new RumError('VIRSH_MISSING', 'virsh is not installed (not found on PATH)', `apt install libvirt-clients${seeDoctor('libvirt')}`, {
+        cause: r.missing,
+      });
     }
     if (r.status === 0) return { stdout: r.stdout };
     const { kind, hint } = classifyVirshFailure(r.stderr, this.uri);

@@ -5,6 +5,7 @@ import { spawn } from 'node:child_process';
 import { isAbsolute } from 'node:path';
 import { constants } from 'node:os';
 import { RumError } from '../errors.js';
+import { seeDoctor } from '../host/check.js';
 
 export interface OpenSshTarget {
   host: string;
@@ -121,7 +122,9 @@ export async function execOpenSsh(args: string[], opts: { bin?: string; env?: No
       child.once('error', (err: NodeJS.ErrnoException) => {
         reject(
           err.code === 'ENOENT'
-            ? new RumError('TOOL_MISSING', `${bin} is not installed`, 'install the OpenSSH client, e.g. apt install openssh-client', { cause: err })
+            ? new RumError('TOOL_MISSING', `${bin} is not installed`, `install the OpenSSH client, e.g. apt install openssh-client${seeDoctor('ssh')}`, {
+                cause: err,
+              })
             : new RumError('SSH', `cannot run ${bin}: ${err.message}`, undefined, { cause: err }),
         );
       });
