@@ -5,7 +5,7 @@ IMAGE_CACHE ?= /var/cache/rum-test
 UNIT_TESTS = $(shell find dist/test/unit -name '*.test.js' 2>/dev/null | sort)
 E2E_TESTS = $(shell find dist/test/e2e -name '*.test.js' 2>/dev/null | sort)
 
-.PHONY: deps build unit image env-start env-stop e2e test test-run demo demo-run bench bench-run clean
+.PHONY: deps build pack e2e-install unit image env-start env-stop e2e test test-run demo demo-run bench bench-run clean
 
 # One sandbox per machine: a second `make test`, `bench` or `demo` started meanwhile would rebuild
 # dist/ under the first and stop its VMs, so it waits for nothing and says why instead.
@@ -17,9 +17,18 @@ deps:
 	@scripts/install-deps.sh
 
 build:
-	@npx tsc -p tsconfig.json
-	@node scripts/bundle.mjs
-	@node bin/rum.js schema > dist/rum.schema.json
+	@npm run --silent build
+
+# The npm package, as users install it (its prepack script builds it first): dist/rum-VERSION.tgz.
+pack: deps
+	@rm -f dist/rum-*.tgz && mkdir -p dist && npm pack --silent --pack-destination dist >/dev/null
+
+# The e2e tier drives rum as installed from that tarball, not the checkout (test/e2e/env.ts):
+# a fresh prefix each run, readable by the unprivileged test user.
+E2E_PREFIX ?= /run/rum-test/prefix
+e2e-install: pack
+	@rm -rf $(E2E_PREFIX) && mkdir -p -m 0755 $(E2E_PREFIX)
+	@npm install --global --prefix $(E2E_PREFIX) --no-audit --no-fund --silent ./dist/rum-*.tgz
 
 unit: build
 	node --test --test-reporter=spec $(UNIT_TESTS)
@@ -41,7 +50,7 @@ env-stop:
 STOP_LOG ?= /tmp/rum-test-env-stop.log
 test:
 	@$(call locked,test-run)
-test-run: deps build image
+test-run: deps build image e2e-install
 	@test/e2e/env.sh start
 	@status=0; RUM_E2E_REQUIRE=1 node --test --test-concurrency=1 --test-reporter=spec $(UNIT_TESTS) $(E2E_TESTS) || status=$$?; \
 	  test/e2e/env.sh stop > $(STOP_LOG) 2>&1 || { cat $(STOP_LOG); status=1; }; exit $$status

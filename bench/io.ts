@@ -13,7 +13,7 @@ import { repoUrl } from '../test/e2e/env.js';
 
 type Add = (what: string, rum: string, baseline: string, target: string) => void;
 const root = fileURLToPath(new URL('../../', import.meta.url));
-const rum = join(root, 'bin/rum.js');
+const rum = join(root, 'bin/rum');
 const inNs = join(root, 'test/e2e/rum-in-ns');
 const sec = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 const mbps = (bytes: number, ms: number) => `${(bytes / 1e6 / (ms / 1000)).toFixed(0)} MB/s`;

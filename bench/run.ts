@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
-const rum = join(root, 'bin/rum.js');
+const rum = join(root, 'bin/rum');
 const rows: { what: string; rum: string; baseline: string; target: string }[] = [];
 
 function median(xs: number[]): number {
@@ -60,7 +60,7 @@ try {
   const proj = join(work, 'proj');
   mkdirSync(proj);
   writeFileSync(join(proj, 'rum.yaml'), stringify({ image: { base: 'debian-12' }, provision: { packages: ['git'], system: 'echo hi' } }));
-  execFileSync(process.execPath, [rum, 'build', 'seed-iso'], { cwd: proj, env, stdio: 'ignore' });
+  execFileSync(rum, ['build', 'seed-iso'], { cwd: proj, env, stdio: 'ignore' });
   // rum runs by its path, as a user runs it: its #! line is part of its start-up.
   add('`rum graph` (seed built, no VM)', ms(time([rum, 'graph'], { cwd: proj, env })), nodeBaseline(), '≤ 120 ms');
   add('`rum up --dry-run` (seed built, no VM)', ms(time([rum, 'up', '--dry-run'], { cwd: proj, env })), nodeBaseline(), '≤ 120 ms');

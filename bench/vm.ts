@@ -16,7 +16,7 @@ interface Tools {
 }
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
-const rum = join(root, 'bin/rum.js');
+const rum = join(root, 'bin/rum');
 const inNs = join(root, 'test/e2e/rum-in-ns');
 const ms = (x: number) => `${x.toFixed(1)} ms`;
 

@@ -1,9 +1,7 @@
-#!/usr/bin/env -S RUM_EXTRA_CA_CERTS=${NODE_EXTRA_CA_CERTS} NODE_EXTRA_CA_CERTS= node
-// The line above: Node parses every certificate NODE_EXTRA_CA_CERTS names before any code runs
-// (~45 ms of each command on a 2-core machine); rum needs them only for an https download, so
-// it keeps the name aside and src/net/extra-ca.ts loads them then.
+#!/usr/bin/env node
 // Runs the bundled CLI (make build: dist/bundle, quicker to load), or the plain tsc output when
 // that is newer (a tsc-only build during development must never run a stale bundle).
+// Users start rum through bin/rum, which also keeps NODE_EXTRA_CA_CERTS from slowing start-up.
 import { statSync } from 'node:fs';
 
 const mtime = (rel) => {
@@ -14,5 +12,13 @@ const mtime = (rel) => {
   }
 };
 const bundle = mtime('../dist/bundle/main.js');
+const plain = mtime('../dist/src/cli/main.js');
+if (bundle < 0 && plain < 0) {
+  // A checkout that was never built (npm link runs the build through `prepare`; this is a copy
+  // made some other way).
+  const root = new URL('..', import.meta.url).pathname;
+  process.stderr.write(`rum: ${root} holds no build of rum\nhint: run \`npm ci && npm run build\` there\n`);
+  process.exit(1);
+}
 // tsc rewrites its build info on every build that emits anything (main.js only when it changed).
 await import(bundle >= 0 && bundle >= mtime('../dist/.tsbuildinfo') ? '../dist/bundle/main.js' : '../dist/src/cli/main.js');

@@ -9,7 +9,7 @@ mirror=$(test/e2e/image-mirror.sh start)
 trap '"$root/test/e2e/image-mirror.sh" stop' EXIT   # only needed while the image downloads
 # rum runs in the namespace too: it talks to the guest. The debian-12 shorthand is served from a
 # local mirror of the test image, so nothing reaches a real image host.
-rum() { "$root/test/e2e/rum-in-ns" env RUM_IMAGE_MIRROR="$mirror" "$root/bin/rum.js" -c "$root/examples/demo" "$@"; }
+rum() { "$root/test/e2e/rum-in-ns" env RUM_IMAGE_MIRROR="$mirror" "$root/bin/rum" -c "$root/examples/demo" "$@"; }
 echo "--- rum up --dry-run"
 rum up --dry-run || true   # exit 10: something would change (the VM does not exist yet)
 echo "--- rum up"
@@ -21,7 +21,7 @@ rum status
 cat <<MSG
 
 The demo VM is running. From $root, as root:
-  a shell in it:    test/e2e/rum-in-ns bin/rum.js -c examples/demo ssh
-  remove it:        test/e2e/rum-in-ns bin/rum.js -c examples/demo destroy -y
+  a shell in it:    test/e2e/rum-in-ns bin/rum -c examples/demo ssh
+  remove it:        test/e2e/rum-in-ns bin/rum -c examples/demo destroy -y
   end the sandbox:  make env-stop   (its libvirtd, network namespace and every VM in it)
 MSG

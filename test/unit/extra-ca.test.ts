@@ -1,4 +1,4 @@
-// NODE_EXTRA_CA_CERTS and rum's launcher: bin/rum.js, run as a program (its #! line), keeps Node
+// NODE_EXTRA_CA_CERTS and rum's launcher: bin/rum, run as a program, keeps Node
 // from parsing those certificates at start-up, yet an https download still trusts them. A local
 // CA and an https server on 127.0.0.1; rum runs as a user runs it, by its path.
 import assert from 'node:assert/strict';
@@ -13,7 +13,7 @@ import { execa } from 'execa';
 import { takeDeferredCa } from '../../src/net/extra-ca.js';
 import { TestHttpServer } from '../helpers/http-server.js';
 
-const rum = fileURLToPath(new URL('../../../bin/rum.js', import.meta.url));
+const rum = fileURLToPath(new URL('../../../bin/rum', import.meta.url));
 
 /** A CA, and a certificate for 127.0.0.1 signed by it, made by openssl. */
 function makeCa(dir: string): { ca: string; key: string; cert: string } {
