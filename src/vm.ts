@@ -36,7 +36,7 @@ export async function openVm(opts: GlobalOptions): Promise<OpenVm> {
     await rememberConfig(file, text, env, config);
   }
   const vm = new VmDir(config.name, env);
-  const owner = await readOwner(vm);
+  const owner = (await readOwner(vm))?.config;
   if (owner !== undefined && owner !== config.file) {
     throw new RumError(
       'STATE',
@@ -47,9 +47,20 @@ export async function openVm(opts: GlobalOptions): Promise<OpenVm> {
   return { config, vm, exists: owner !== undefined };
 }
 
-async function readOwner(vm: VmDir): Promise<string | undefined> {
+/** owner.json: the rum.yaml that owns this directory; and, for `rum list` (which reads no
+ * rum.yaml), the libvirt URI and SSH user it runs with. Files from before those two have only
+ * `config`: src/vm-list.ts reads them with an assumed URI, and claimVm completes them. */
+interface OwnerRecord {
+  config: string;
+  uri?: string;
+  user?: string;
+}
+
+async function readOwner(vm: VmDir): Promise<OwnerRecord | undefined> {
   try {
-    return (JSON.parse(await readFile(vm.path('owner'), 'utf8')) as { config: string }).config;
+    const owner = JSON.parse(await readFile(vm.path('owner'), 'utf8')) as OwnerRecord | null;
+    if (typeof owner?.config !== 'string') throw new Error('it names no rum.yaml');
+    return owner;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw new RumError('STATE', `${vm.path('owner')} is not readable: ${(err as Error).message}`, `remove ${vm.dir} if it is not in use`);
@@ -61,7 +72,10 @@ export async function claimVm(o: OpenVm): Promise<void> {
   // 0711: private files inside are 0600, but under qemu:///system QEMU (libvirt-qemu) must
   // traverse the directory to open the disk and seed libvirt hands it.
   await mkdir(o.vm.dir, { recursive: true, mode: 0o711 });
-  if (!o.exists) await writeAtomic(o.vm.path('owner'), `${JSON.stringify({ config: o.config.file })}\n`);
+  const want: OwnerRecord = { config: o.config.file, uri: o.config.libvirt.uri, user: o.config.ssh.user };
+  // Rewritten only when the URI or user changed (or the file predates them): not on every run.
+  const have = o.exists ? await readOwner(o.vm) : undefined;
+  if (have?.uri !== want.uri || have?.user !== want.user) await writeAtomic(o.vm.path('owner'), `${JSON.stringify(want)}\n`);
   o.exists = true;
 }
 

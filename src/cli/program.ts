@@ -40,6 +40,11 @@ program
   .action(lazy(async () => (await import('./commands/status.js')).status));
 
 program
+  .command('list')
+  .describe('Every VM of this user on this machine: state, SSH address, disk use and project (no rum.yaml needed)')
+  .action(lazy(async () => (await import('./commands/list.js')).list));
+
+program
   .command('down')
   .describe('Shut the guest down (ACPI), waiting up to --timeout; the disk is kept')
   .option('-t, --timeout', 'Seconds to wait for the guest to power off', 60)

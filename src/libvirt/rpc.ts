@@ -52,6 +52,17 @@ export async function rpcSnapshot(
   name: string,
   opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; euid?: number } = {},
 ): Promise<RpcSnapshot | undefined> {
+  const snaps = await rpcSnapshots(uri, [name], opts);
+  return snaps && (snaps.get(name) ?? { state: undefined, inactiveXml: undefined });
+}
+
+/** rpcSnapshot for several domains over one connection (`rum list`): only the names the daemon
+ * knows are in the map. */
+export async function rpcSnapshots(
+  uri: string,
+  names: readonly string[],
+  opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; euid?: number } = {},
+): Promise<Map<string, RpcSnapshot> | undefined> {
   const where = localSockets(uri, opts.env ?? process.env, opts.euid);
   if (!where) return undefined;
   for (const path of where.paths) {
@@ -62,7 +73,7 @@ export async function rpcSnapshot(
       timer = setTimeout(() => reject(new Unavailable('deadline')), opts.timeoutMs ?? 5000);
     });
     try {
-      return await Promise.race([snapshot(conn, uri, name, where.readonly), deadline]);
+      return await Promise.race([snapshots(conn, uri, names, where.readonly), deadline]);
     } catch (err) {
       // No such socket: the next one. Anything else, a socket that refuses included: virsh says why.
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
@@ -75,7 +86,7 @@ export async function rpcSnapshot(
   return undefined;
 }
 
-async function snapshot(c: Connection, uri: string, name: string, readonly: boolean): Promise<RpcSnapshot> {
+async function snapshots(c: Connection, uri: string, names: readonly string[], readonly: boolean): Promise<Map<string, RpcSnapshot>> {
   const auth = new Reader(await c.call(PROC.authList, Buffer.alloc(0)));
   const types = auth.array(() => auth.int());
   if (types.length > 0 && !types.includes(AUTH_NONE)) {
@@ -83,21 +94,31 @@ async function snapshot(c: Connection, uri: string, name: string, readonly: bool
     await c.call(PROC.authPolkit, Buffer.alloc(0));
   }
   await c.call(PROC.connectOpen, new Writer().optString(uri).uint(readonly ? CONNECT_RO : 0).done());
-  let dom: Buffer;
-  try {
-    dom = await c.call(PROC.lookupByName, new Writer().string(name).done());
-  } catch (err) {
-    if (err instanceof LibvirtError && err.code === ERR_NO_DOMAIN) return { state: undefined, inactiveXml: undefined };
-    throw err;
-  }
-  // The reply is the remote_nonnull_domain the next calls take as their first argument.
-  const [stateRet, xmlRet] = await Promise.all([
-    c.call(PROC.getState, Buffer.concat([dom, new Writer().uint(0).done()])),
-    c.call(PROC.getXmlDesc, Buffer.concat([dom, new Writer().uint(XML_INACTIVE).done()])),
-  ]);
+  // Every lookup at once, then every found domain's two questions at once: two round trips
+  // whatever the number of names.
+  const found = await Promise.all(
+    names.map(async (name) => {
+      try {
+        // The reply is the remote_nonnull_domain the next calls take as their first argument.
+        return { name, dom: await c.call(PROC.lookupByName, new Writer().string(name).done()) };
+      } catch (err) {
+        if (err instanceof LibvirtError && err.code === ERR_NO_DOMAIN) return undefined;
+        throw err;
+      }
+    }),
+  );
+  const snaps = await Promise.all(
+    found.flatMap((f) => (f ? [f] : [])).map(async ({ name, dom }) => {
+      const [stateRet, xmlRet] = await Promise.all([
+        c.call(PROC.getState, Buffer.concat([dom, new Writer().uint(0).done()])),
+        c.call(PROC.getXmlDesc, Buffer.concat([dom, new Writer().uint(XML_INACTIVE).done()])),
+      ]);
+      const state = new Reader(stateRet).int();
+      return [name, { state: STATES[state] ?? 'unknown', inactiveXml: new Reader(xmlRet).string() }] as const;
+    }),
+  );
   c.send(PROC.connectClose, Buffer.alloc(0));
-  const state = new Reader(stateRet).int();
-  return { state: STATES[state] ?? 'unknown', inactiveXml: new Reader(xmlRet).string() };
+  return new Map(snaps);
 }
 
 class LibvirtError extends Error {
