@@ -1,28 +1,47 @@
 // Owns: the #cloud-config user-data: the ssh user with the VM's key, the pinned host key,
 // packages, provision scripts and mount entries. Not: the seed ISO (seed-iso.ts).
+import { statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { writeAtomic } from '../src/files/atomic.js';
 import { digestOf } from '../src/graph/digest.js';
 import { defineRule } from '../src/graph/rule.js';
-import { guestMounts } from './mounts.js';
+import { guestMounts, resolveMounts } from './mounts.js';
 import { fileExists } from './checks.js';
 import type { RumCtx } from './context.js';
 
-/** The host user's uid for the guest user, when it is an ordinary user's (not root's 0). */
-function hostUserUid(): number | undefined {
-  const u = process.getuid?.();
-  return u !== undefined && u >= 1000 && u < 60000 ? u : undefined;
+const ordinary = (uid: number) => uid >= 1000 && uid < 60000;
+
+/**
+ * The guest user's uid: the host user's, so what the guest writes into a share is that user's
+ * on the host (virtiofsd and 9p keep the guest's uid). rum run by root (CI, a server, `sudo`)
+ * takes the owner of the project's directory instead: a checkout belongs to the person who
+ * works in it. Neither ordinary: the image's default (1000).
+ */
+function guestUid(configFile: string): number {
+  const own = process.getuid?.();
+  if (own !== undefined && own !== 0) return own;
+  const projectOwner = statSync(dirname(configFile)).uid;
+  return ordinary(projectOwner) ? projectOwner : 1000;
+}
+
+/** A writable share the guest's user cannot write into: said once, with what to do. */
+function unwritableShare(m: { target: string; source: string }, uid: number): string | undefined {
+  const st = statSync(m.source);
+  if (st.uid === uid || st.mode & 0o002) return undefined;
+  const owner = st.uid === 0 ? 'root' : `uid ${st.uid}`;
+  return `mount ${m.target}: ${m.source} belongs to ${owner}, so the guest's user (uid ${uid}) cannot write to it; run rum as the user who owns it, or give it to uid ${uid} (chown -R ${uid} ${m.source})`;
 }
 
 export const userData = defineRule({
   id: 'user-data',
   kind: 'derived',
-  version: 4, // 2: the guest user gets the host user's uid; 3: mounts by fstab + bootcmd; 4: minimal module lists
+  version: 5, // 2: the guest user gets the host user's uid; 3: mounts by fstab + bootcmd; 4: minimal module lists; 5: root's guest uid from the project's owner
   deps: ['ssh-keys'],
   inputs: ({ config: c }: RumCtx) => ({
     'network.hostname': c.network.hostname,
     'ssh.user': c.ssh.user,
-    uid: hostUserUid(),
+    uid: guestUid(c.file),
     'ssh.authorized_keys': c.ssh.authorized_keys,
     'provision.packages': c.provision.packages,
     'provision.apt_sources': c.provision.apt_sources,
@@ -32,7 +51,11 @@ export const userData = defineRule({
   }),
   output: ({ vm }) => vm.path('userData'),
   check: ({ ctx: { vm } }) => fileExists(vm.path('userData')),
-  build: async ({ ctx: { vm }, inputs: i }) => {
+  build: async ({ ctx: { vm, config }, inputs: i, notice }) => {
+    for (const m of resolveMounts(config)) {
+      const why = m.readonly ? undefined : unwritableShare(m, i.uid);
+      if (why) notice(why);
+    }
     const { userDataDocument } = await import('../src/cloudinit/documents.js'); // loads yaml
     const read = (f: 'clientPub' | 'hostKey' | 'hostPub') => readFile(vm.path(f), 'utf8').then((s) => s.trim());
     const text = userDataDocument({

@@ -1,7 +1,7 @@
 // The seed artifacts through the real CLI: cloud-init accepts rum's user-data, the ISO reads back
 // with isoinfo, nothing rebuilds twice, and a change names exactly the field that made it stale.
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, stat, unlink } from 'node:fs/promises';
+import { chown, mkdir, mkdtemp, readFile, rm, stat, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -152,4 +152,27 @@ test('mounts in user-data: fstab lines with nofail and an argv bootcmd; cloud-in
   assert.match(lines[1][3], /(^|,)ro(,|$)/);
   for (const l of lines) assert.match(l[3], /nofail/);
   assert.deepEqual(doc.bootcmd.map((c: string[]) => c[4]), ['/work', '/ro'], 'argv form: the target is a word, not shell text');
+});
+
+test("the guest user's uid: as root, the project directory's owner; a share it cannot write is said once", async (t) => {
+  if (process.getuid?.() !== 0) return t.skip('needs root: chowns a project to another uid');
+  const p = await scratchProject(t, { ...base, mounts: [{ source: './share', target: '/work', type: '9p' }] });
+  await mkdir(join(p.dir, 'share'));
+  // rum run by root in root's own directory: no ordinary owner, so the image's default user,
+  // which cannot write into root's share: up says so, once.
+  const asRoot = await p.rum('build', 'user-data');
+  assert.equal(asRoot.code, 0, asRoot.stderr);
+  assert.equal(parse(await readFile(p.vmFile('user-data'), 'utf8')).users[0].uid, 1000);
+  const said = asRoot.stderr.split('\n').filter((l) => l.includes('cannot write'));
+  assert.equal(said.length, 1, asRoot.stderr);
+  assert.match(said[0]!, /mount \/work: .*\/share belongs to root, so the guest's user \(uid 1000\) cannot write to it; .*chown -R 1000 /);
+  assert.equal((await p.rum('build', 'user-data')).stderr.includes('cannot write'), false, 'said once, not on every run');
+
+  // `sudo rum up` in a user's checkout: the guest user is that user, and may write the share.
+  await chown(p.dir, 4242, 4242);
+  await chown(join(p.dir, 'share'), 4242, 4242);
+  const asUser = await p.rum('build', 'user-data');
+  assert.equal(asUser.code, 0, asUser.stderr);
+  assert.equal(parse(await readFile(p.vmFile('user-data'), 'utf8')).users[0].uid, 4242);
+  assert.doesNotMatch(asUser.stderr, /cannot write/);
 });
