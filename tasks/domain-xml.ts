@@ -3,6 +3,7 @@
 import { writeAtomic } from '../src/files/atomic.js';
 import { digestOf } from '../src/graph/digest.js';
 import { defineRule } from '../src/graph/rule.js';
+import { isSessionUri } from '../src/config/rules.js';
 import { kvmUsable } from '../src/libvirt/caps.js';
 import { fileExists } from './checks.js';
 import { macFor, type RumCtx } from './context.js';
@@ -16,16 +17,21 @@ async function domainType(c: RumCtx): Promise<{ type: 'kvm' | 'qemu'; why?: stri
   return v.usable ? { type: 'kvm' } : { type: 'qemu', why: v.why };
 }
 
-/** Under qemu:///system QEMU runs as whoever runs rum (session mode already does). */
+/**
+ * rum run by root under qemu:///system: QEMU runs as root too, so 9p can keep the guest's owners
+ * and root's files are in reach. Anyone else's QEMU is libvirt's own user (libvirt-qemu, qemu):
+ * libvirt cannot run QEMU as an ordinary user there (its private files, such as the domain's
+ * master key under /var/lib/libvirt/qemu, are not theirs to read), and lends that user the disk
+ * images while the domain runs. Session mode: QEMU is the user's own process.
+ */
 function runAs(uri: string): { uid: number; gid: number } | undefined {
-  if (uri.endsWith('/session') || !process.getuid || !process.getgid) return undefined;
-  return { uid: process.getuid(), gid: process.getgid() };
+  return !isSessionUri(uri) && process.getuid?.() === 0 ? { uid: 0, gid: 0 } : undefined;
 }
 
 export const domainXml = defineRule({
   id: 'domain-xml',
   kind: 'derived',
-  version: 3, // 3: QEMU runs as the user under qemu:///system
+  version: 4, // 3: QEMU runs as the user under qemu:///system; 4: only root's, else libvirt's QEMU user
   deps: ['ssh-port'],
   inputs: async (c: RumCtx) => {
     const { config } = c;
@@ -51,6 +57,8 @@ export const domainXml = defineRule({
     for (const m of resolveMounts(ctx.config, ctx.env)) {
       if (m.why) notice(`mount ${m.target} uses 9p: ${m.why}`);
       if (m.type === 'virtiofs' && m.readonly) notice(`mount ${m.target}: read-only inside the guest only (virtiofs); type: 9p enforces it on the host`);
+      if (m.type === '9p' && !m.readonly && !i.runAs && !isSessionUri(ctx.config.libvirt.uri))
+        notice(`mount ${m.target}: 9p under qemu:///system goes through libvirt's QEMU user, so what the guest writes there belongs to that user, not you; virtiofs (type: auto) keeps your ownership`);
     }
     const sshPort = (upstream('ssh-port').data as { port: number }).port;
     const mac = macFor(i.name, digestOf);
@@ -76,9 +84,9 @@ export const domainXml = defineRule({
         tag: m.tag,
         // An explicit read-only virtiofs mount is read-only in the guest's fstab only (libvirt < 11).
         readonly: m.readonly && m.type === '9p',
-        // QEMU runs as the user (see runAs): passthrough needs root to set the guest's owners;
-        // as anyone else squash is passthrough that ignores chown, so files are simply the user's.
-        ...(m.type === '9p' ? { accessmode: process.getuid?.() === 0 ? 'passthrough' : 'squash' } : {}),
+        // passthrough needs a root QEMU to set the guest's owners (see runAs); any other QEMU
+        // squashes: passthrough that ignores chown, so files belong to QEMU's user.
+        ...(m.type === '9p' ? { accessmode: i.runAs ? 'passthrough' : 'squash' } : {}),
       })),
       owner: { configFile: ctx.config.file, vmDir: ctx.vm.dir },
       ...(i.runAs ? { runAs: i.runAs } : {}),

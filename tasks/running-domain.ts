@@ -1,6 +1,6 @@
 // Owns: the domain running. Started when it is not; a running guest whose definition changed
 // is restarted only with --restart, never by surprise.
-import { mkdir } from 'node:fs/promises';
+import { mkdir, open, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { RumError } from '../src/errors.js';
 import { seeDoctor } from '../src/host/check.js';
@@ -26,6 +26,19 @@ async function ensureNetwork(ctx: RumCtx, notice: (m: string) => void): Promise<
     notice(`starting libvirt network ${name}`);
     await v.netStart(name);
   }
+}
+
+/**
+ * virtlogd (root) appends to the console log, and would create it as root's: made here first,
+ * the file is the user's. One a root virtlogd made before is replaced (the directory is ours).
+ */
+async function ownConsoleLog(path: string): Promise<void> {
+  const make = async () => (await open(path, 'a', 0o600)).close();
+  await make().catch(async (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EACCES') throw err;
+    await rm(path, { force: true });
+    await make();
+  });
 }
 
 export async function stopDomain(ctx: RumCtx, opts: { timeoutMs: number; force: boolean; progress?: (m: string) => void }): Promise<'stopped' | 'timeout' | 'not-running'> {
@@ -80,6 +93,7 @@ export const runningDomain = defineRule({
     await growDisk(ctx, notice);
     await ensureNetwork(ctx, notice);
     await mkdir(dirname(ctx.vm.path('console')), { recursive: true });
+    await ownConsoleLog(ctx.vm.path('console'));
     await v.start(ctx.config.name);
     forgetDomainFacts(ctx);
     // Each start is a new boot: its identity tells ssh-ready to wait for the guest again.

@@ -8,7 +8,8 @@ import { delimiter, dirname, join } from 'node:path';
 import { kvmUsable, virtiofsdPath, type KvmVerdict } from '../libvirt/caps.js';
 import { cacheHome, imageCacheDir, vmsRoot } from '../paths.js';
 import { combine, isLocalUri, isSession, tildeFor, type CheckStatus, type DoctorTarget, type Finding } from './check.js';
-import { loginGids, parseGroupFile, readTextMaybe, runTool, type ToolRun } from './probe.js';
+import { readTextMaybe, runTool, type ToolRun } from './probe.js';
+import { dirChain, qemuIdentity, REACH_ALTERNATIVE, reachFix, searchable, type DirFacts, type Who } from './qemu-reach.js';
 
 const RELOGIN = 'then log out and in again';
 
@@ -36,75 +37,32 @@ export function kvmFix(why: string): string | undefined {
 
 // ---- home-access ----
 
-export interface DirFacts {
-  path: string;
-  uid: number;
-  gid: number;
-  mode: number;
-}
-
-/** The identity QEMU gets: rum runs it as the user (tasks/domain-xml.ts), with the login's groups. */
-export interface Who {
-  uid: number;
-  gids: number[];
-}
-
-/** May `who` pass through this directory (x), by its permission bits? The owner's bits win. */
-export function searchable(d: DirFacts, who: Who): boolean {
-  if (d.uid === who.uid) return (d.mode & 0o100) !== 0;
-  if (who.gids.includes(d.gid)) return (d.mode & 0o010) !== 0;
-  return (d.mode & 0o001) !== 0;
-}
-
-/** The directories from / down to `target` that exist; `missing`: the first that does not. */
-async function dirChain(target: string): Promise<{ chain: DirFacts[]; missing?: string }> {
-  const parts = target.split('/').filter(Boolean);
-  const chain: DirFacts[] = [];
-  for (let i = 0; i <= parts.length; i++) {
-    const path = `/${parts.slice(0, i).join('/')}`;
-    try {
-      const s = await stat(path);
-      if (!s.isDirectory()) return { chain, missing: path };
-      chain.push({ path, uid: s.uid, gid: s.gid, mode: s.mode & 0o7777 });
-    } catch {
-      return { chain, missing: path }; // absent, or below a directory the walk flags anyway
-    }
-  }
-  return { chain };
-}
-
 export interface ReachFacts {
   uri: string;
-  who: Who;
+  /** QEMU's identity under the URI; undefined: libvirt's QEMU user is not in /etc/passwd. */
+  who: Who | undefined;
   home: string;
   targets: { path: string; chain: DirFacts[]; missing?: string }[];
 }
 
 export async function checkHomeAccess(t: DoctorTarget): Promise<Finding> {
   if (!isLocalUri(t.uri)) return { status: 'ok', summary: `not checked: ${t.uri} runs QEMU on another host` };
-  const me = userInfo();
-  const groups = parseGroupFile((await readTextMaybe('/etc/group')) ?? '');
-  const paths = [vmsRoot(t.env), imageCacheDir(t.env)];
-  const targets = await Promise.all(paths.map(async (path) => ({ path, ...(await dirChain(path)) })));
-  return reachVerdict({ uri: t.uri, who: { uid: me.uid, gids: loginGids(me.username, me.gid, groups) }, home: homedir(), targets });
+  const who = qemuIdentity(t.uri);
+  const targets = who ? [vmsRoot(t.env), imageCacheDir(t.env)].map((path) => ({ path, ...dirChain(path, who) })) : [];
+  return reachVerdict({ uri: t.uri, who, home: homedir(), targets });
 }
 
-export function reachVerdict(f: ReachFacts): Finding {
-  const as = f.who.uid === 0 ? 'root (libvirt drops its capabilities, so permission bits count)' : `you (uid ${f.who.uid})`;
+export function reachVerdict(f: ReachFacts, me = userInfo().uid): Finding {
+  if (!f.who) return { status: 'warn', summary: `no libvirt-qemu or qemu user in /etc/passwd: cannot tell whether QEMU reaches rum's files under ${f.uri}` };
+  const as = f.who.uid === me ? `you (${f.who.name})` : f.who.name;
   const show = (p: string) => tildeFor(p, f.home);
-  for (const t of f.targets) {
-    const blocked = t.chain.find((d) => !searchable(d, f.who));
-    if (!blocked) continue;
-    const bits = `mode ${blocked.mode.toString(8).padStart(4, '0')}, owner uid ${blocked.uid}, group gid ${blocked.gid}`;
+  const blocked = [...new Map(f.targets.flatMap((t) => t.chain.filter((d) => !searchable(d, f.who!))).map((d) => [d.path, d])).values()];
+  if (blocked.length > 0) {
+    const bits = blocked.map((d) => `${d.path} (mode ${d.mode.toString(8).padStart(4, '0')}, uid ${d.uid})`).join(', ');
     return {
       status: 'fail',
-      summary:
-        `QEMU runs as ${as} under ${f.uri} and cannot pass through ${blocked.path} (${bits}) to reach ${show(t.path)}; ` +
-        'judged by permission bits, so an ACL may still allow it',
-      fix:
-        blocked.uid === f.who.uid
-          ? `\`chmod u+x ${blocked.path}\``
-          : `\`sudo chmod o+x ${blocked.path}\`, or set XDG_DATA_HOME and XDG_CACHE_HOME to directories you own`,
+      summary: `QEMU runs as ${as} under ${f.uri} and cannot pass through ${bits} to reach ${f.targets.map((t) => show(t.path)).join(' and ')}`,
+      fix: `\`${reachFix(f.who, blocked, me)}\` ${REACH_ALTERNATIVE}`,
     };
   }
   const notYet = f.targets.filter((t) => t.missing !== undefined).map((t) => show(t.path));

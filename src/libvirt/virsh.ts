@@ -5,6 +5,7 @@
 import { spawn } from 'node:child_process';
 import { RumError } from '../errors.js';
 import { seeDoctor } from '../host/check.js';
+import { reachHint } from '../host/qemu-reach.js';
 import { rpcSnapshot } from './rpc.js';
 
 export type DomainState = 'running' | 'idle' | 'paused' | 'in shutdown' | 'shut off' | 'crashed' | 'pmsuspended' | 'unknown';
@@ -98,11 +99,8 @@ const KNOWN: readonly Known[] = [
   },
   {
     kind: 'file-access',
-    pattern: /(?:Cannot access storage file|Could not open|Failed to open file|cannot open file) '([^']+)'[^\n]*?(?:Permission denied|No such file or directory)/i,
-    hint: (m, uri) =>
-      uri.includes('/system')
-        ? `QEMU runs as its own user (libvirt-qemu on Debian) under ${uri}: ${m[1]} and every directory above it must be readable (searchable) by it${seeDoctor('home-access')}`
-        : `check that ${m[1]} exists and is readable${seeDoctor('home-access')}`,
+    pattern: /(?:Cannot access (?:storage|backing) file|Could not open|Failed to open(?: file)?|cannot open file) '([^']+)'[^\n]*?(?:\(as uid:(\d+)[^)]*\))?: (?:Permission denied|No such file or directory)/i,
+    hint: (m, uri) => `${reachHint(m[1]!, uri, m[2] === undefined ? undefined : Number(m[2]))}${seeDoctor('home-access')}`,
   },
   {
     kind: 'network-inactive',

@@ -13,7 +13,8 @@ import { classifyVirshFailure } from '../../src/libvirt/virsh.js';
 import { CHECK_IDS, combine, seeDoctor, tildeFor } from '../../src/host/check.js';
 import { reportOf, withTimeout } from '../../src/host/doctor.js';
 import { forwardVerdict, groupVerdict, libvirtFailure, libvirtVerdict, netVerdict, parseForwardChain, systemSockets, type GroupFacts } from '../../src/host/libvirt-checks.js';
-import { denialLines, diskLevel, diskVerdict, kvmFix, kvmVerdict, reachVerdict, searchable, securityVerdict, toolVerdict } from '../../src/host/local-checks.js';
+import { denialLines, diskLevel, diskVerdict, kvmFix, kvmVerdict, reachVerdict, securityVerdict, toolVerdict } from '../../src/host/local-checks.js';
+import { aclSearchable, qemuIdentity, searchable } from '../../src/host/qemu-reach.js';
 import { loginGids, parseGroupFile, runTool, type ToolRun } from '../../src/host/probe.js';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
@@ -234,41 +235,69 @@ test("kvm: usable is fine; TCG warns (never fails) with the fix for kvmUsable's 
 
 // ---- home-access ----
 
-test('searchable: the owner bits win over the group and others bits', () => {
-  const me = { uid: 1000, gids: [1000, 106] };
-  assert.equal(searchable({ path: '/h', uid: 1000, gid: 1000, mode: 0o700 }, me), true);
-  assert.equal(searchable({ path: '/h', uid: 1000, gid: 1000, mode: 0o077 }, me), false);
-  assert.equal(searchable({ path: '/h', uid: 0, gid: 106, mode: 0o750 }, me), true);
-  assert.equal(searchable({ path: '/h', uid: 0, gid: 106, mode: 0o701 }, me), false);
-  assert.equal(searchable({ path: '/h', uid: 0, gid: 0, mode: 0o711 }, me), true);
-  assert.equal(searchable({ path: '/h', uid: 0, gid: 0, mode: 0o700 }, me), false);
+test('searchable: the owner bits win over the group and others bits; an ACL entry of its own decides', () => {
+  const q = { name: 'libvirt-qemu', uid: 64055, gids: [64055, 107] };
+  assert.equal(searchable({ path: '/h', uid: 64055, gid: 1, mode: 0o700 }, q), true);
+  assert.equal(searchable({ path: '/h', uid: 64055, gid: 1, mode: 0o077 }, q), false);
+  assert.equal(searchable({ path: '/h', uid: 0, gid: 107, mode: 0o750 }, q), true);
+  assert.equal(searchable({ path: '/h', uid: 0, gid: 107, mode: 0o701 }, q), false);
+  assert.equal(searchable({ path: '/h', uid: 1000, gid: 1000, mode: 0o711 }, q), true);
+  assert.equal(searchable({ path: '/h', uid: 1000, gid: 1000, mode: 0o700 }, q), false);
+  assert.equal(searchable({ path: '/h', uid: 1000, gid: 1000, mode: 0o700, acl: true }, q), true);
+  const acl = (entry: string) => `user::rwx\n${entry}\ngroup::---\nmask::r-x\nother::---\n`;
+  assert.equal(aclSearchable(acl('user:libvirt-qemu:--x'), q), true);
+  assert.equal(aclSearchable(acl('user:64055:--x'), q), true);
+  assert.equal(aclSearchable(acl('user:libvirt-qemu:r--'), q), false);
+  assert.equal(aclSearchable(acl('user:someone:--x'), q), undefined, 'no entry of its own: the bits decide');
+  assert.equal(aclSearchable('user:libvirt-qemu:--x\nmask::r--\n', q), false, 'the mask limits it');
 });
 
-test('home-access: the first directory QEMU cannot pass through, and the chmod that opens it', () => {
+test("qemuIdentity: the user's own QEMU in session mode, libvirt's QEMU user in system mode", () => {
+  const files = {
+    passwd: 'root:x:0:0::/root:/bin/sh\nlibvirt-qemu:x:64055:107:Libvirt Qemu:/var/lib/libvirt:/usr/sbin/nologin\n',
+    group: 'kvm:x:107:\nlibvirt-qemu:x:64055:libvirt-qemu\n',
+  };
+  const session = qemuIdentity('qemu:///session', files);
+  assert.equal(session?.uid, process.getuid!());
+  const system = qemuIdentity('qemu:///system', files);
+  if (process.getuid!() === 0) assert.deepEqual(system, { name: 'root', uid: 0, gids: [0] });
+  else assert.deepEqual(system, { name: 'libvirt-qemu', uid: 64055, gids: [107, 64055] });
+  const fedora = { passwd: 'qemu:x:107:107:qemu user:/:/sbin/nologin\n', group: 'qemu:x:107:\n' };
+  if (process.getuid!() !== 0) assert.equal(qemuIdentity('qemu:///system', fedora)?.name, 'qemu');
+});
+
+test('home-access: every directory QEMU cannot pass through, and the setfacl that opens them', () => {
   const dir = (path: string, uid: number, mode: number) => ({ path, uid, gid: uid, mode });
-  const who = { uid: 1000, gids: [1000] };
-  const fine = reachVerdict({
-    uri: SYS,
-    who,
-    home: '/home/alice',
-    targets: [
-      { path: '/home/alice/.local/share/rum', chain: [dir('/', 0, 0o755), dir('/home', 0, 0o755), dir('/home/alice', 1000, 0o700)], missing: '/home/alice/.local' },
-      { path: '/home/alice/.cache/rum/images', chain: [dir('/', 0, 0o755), dir('/home', 0, 0o755), dir('/home/alice', 1000, 0o700)], missing: '/home/alice/.cache' },
-    ],
-  });
+  const who = { name: 'libvirt-qemu', uid: 64055, gids: [107, 64055] };
+  const fine = reachVerdict(
+    {
+      uri: SYS,
+      who,
+      home: '/home/alice',
+      targets: [
+        { path: '/home/alice/.local/share/rum', chain: [dir('/', 0, 0o755), dir('/home', 0, 0o755), dir('/home/alice', 1000, 0o711)], missing: '/home/alice/.local' },
+        { path: '/home/alice/.cache/rum/images', chain: [dir('/', 0, 0o755), dir('/home', 0, 0o755), dir('/home/alice', 1000, 0o711)], missing: '/home/alice/.cache' },
+      ],
+    },
+    1000,
+  );
   assert.equal(fine.status, 'ok');
-  assert.match(fine.summary, /^QEMU runs as you \(uid 1000\) under qemu:\/\/\/system and can pass through every directory down to ~\/\.local\/share\/rum and ~\/\.cache\/rum\/images \(neither is made yet/);
-  const blocked = reachVerdict({
-    uri: SYS,
-    who,
-    home: '/home/alice',
-    targets: [{ path: '/srv/vms/rum', chain: [dir('/', 0, 0o755), dir('/srv', 0, 0o700), dir('/srv/vms', 1000, 0o755)] }],
-  });
+  assert.match(fine.summary, /^QEMU runs as libvirt-qemu under qemu:\/\/\/system and can pass through every directory down to ~\/\.local\/share\/rum and ~\/\.cache\/rum\/images \(neither is made yet/);
+  const blocked = reachVerdict(
+    {
+      uri: SYS,
+      who,
+      home: '/home/alice',
+      targets: [
+        { path: '/home/alice/.cache/rum/images', chain: [dir('/', 0, 0o755), dir('/home', 0, 0o755), dir('/home/alice', 1000, 0o755), dir('/home/alice/.cache', 1000, 0o700)] },
+        { path: '/srv/vms/rum', chain: [dir('/', 0, 0o755), dir('/srv', 0, 0o700), dir('/srv/vms', 1000, 0o755)] },
+      ],
+    },
+    1000,
+  );
   assert.equal(blocked.status, 'fail');
-  assert.match(blocked.summary, /cannot pass through \/srv \(mode 0700, owner uid 0, group gid 0\) to reach \/srv\/vms\/rum/);
-  assert.match(blocked.fix ?? '', /^`sudo chmod o\+x \/srv`, or set XDG_DATA_HOME/);
-  const own = reachVerdict({ uri: SYS, who, home: '/home/alice', targets: [{ path: '/home/alice/x', chain: [dir('/', 0, 0o755), dir('/home/alice', 1000, 0o600)] }] });
-  assert.equal(own.fix, '`chmod u+x /home/alice`');
+  assert.match(blocked.summary, /cannot pass through \/home\/alice\/\.cache \(mode 0700, uid 1000\), \/srv \(mode 0700, uid 0\) to reach/);
+  assert.equal(blocked.fix, '`setfacl -m u:libvirt-qemu:x /home/alice/.cache && sudo setfacl -m u:libvirt-qemu:x /srv` (setfacl is in package acl; chmod o+x on them works too)');
   assert.equal(tildeFor('/home/alice2/x', '/home/alice'), '/home/alice2/x');
 });
 

@@ -164,6 +164,10 @@ test('the hint table: every known failure gets its kind and hint', () => {
       sys, 'file-access', /libvirt-qemu.*disk\.qcow2/,
     ],
     [
+      `error: Failed to start domain 'rum-x'\nerror: internal error: qemu unexpectedly closed the monitor: qemu-system-x86_64: -device {"driver":"virtio-9p-pci","id":"fs1"}: cannot initialize fsdev 'fsdev-fs1': failed to open '/home/me/p/docs': Permission denied`,
+      sys, 'file-access', /\/home\/me\/p\/docs.*rum doctor/,
+    ],
+    [
       "error: Failed to define domain from d.xml\nerror: invalid argument: could not find capabilities for arch=x86_64 domaintype=kvm",
       sys, 'no-kvm', /domain type qemu/,
     ],
