@@ -12,6 +12,7 @@ PACKAGES=(
   openssh-client iproute2 apt-utils  # ssh/scp in e2e; network namespaces; the in-namespace apt repo
   python3 hyperfine xxhash           # local HTTP servers in tests; bench timing and baselines
   openssl                            # a test CA for the https download test
+  acl                                # setfacl, as rum up and rum doctor tell a user to run it
 )
 
 missing=()

@@ -6,7 +6,8 @@
 #        `virsh define` takes ~80 s), creates network namespace "rumtest" and starts
 #        virtlogd + libvirtd inside it, makes sure libvirt's "default" NAT network is active
 #        (its bridge and dnsmasq live in the namespace too), creates the unprivileged user
-#        "rumtest" and checks qemu:///session works for it in the namespace, and serves a tiny
+#        "rumtest" (in group libvirt, which owns the daemon's socket) and checks qemu:///session and
+#        qemu:///system work for it in the namespace, and serves a tiny
 #        apt repo (inotify-tools) inside the namespace on 127.0.0.1:8080 (guests on SLIRP:
 #        http://10.0.2.2:8080) and on the NAT bridge address, port 8080.
 #        A failed start undoes itself (runs stop).
@@ -121,15 +122,29 @@ start_ns() {
   ip -n "$NS" link set lo up
 }
 
-# start_daemon NAME: NAME -d inside the namespace; its own pid file (/run/NAME.pid, locked,
-# so a second copy refuses) gives the PID we record.
+# The daemon's socket as distributions without polkit set it up (Arch's and Gentoo's wiki, a
+# Debian host without polkitd): read-write for members of group libvirt, no further auth. The
+# unprivileged test user reaches qemu:///system through it, as users do. /etc is left alone.
+write_libvirtd_conf() {
+  getent group libvirt >/dev/null || die "group libvirt is missing (it comes with libvirt-daemon-system)"
+  cat >"$RUN_DIR/libvirtd.conf" <<'CONF'
+unix_sock_group = "libvirt"
+unix_sock_ro_perms = "0777"
+unix_sock_rw_perms = "0770"
+auth_unix_ro = "none"
+auth_unix_rw = "none"
+CONF
+}
+
+# start_daemon NAME [ARGS...]: NAME -d inside the namespace; its own pid file (/run/NAME.pid,
+# locked, so a second copy refuses) gives the PID we record.
 start_daemon() {
-  local name=$1 pid i
+  local name=$1 pid i; shift
   pid=$(pid_of "$name" "$name")
   if [ -n "$pid" ]; then say "$name already running (pid $pid)"; return 0; fi
   rm -f "/run/$name.pid"
   in_ns env -i PATH="$DAEMON_PATH" HOME=/root LC_ALL=C \
-    LIBVIRT_LOG_OUTPUTS="3:file:$RUN_DIR/$name.log" "$name" -d </dev/null >/dev/null 2>&1 ||
+    LIBVIRT_LOG_OUTPUTS="3:file:$RUN_DIR/$name.log" "$name" "$@" -d </dev/null >/dev/null 2>&1 ||
     die "$name -d failed (see $RUN_DIR/$name.log)"
   for ((i = 0; i < 100; i++)); do          # <= 10 s for the daemonized child's pid file
     pid=$(cat "/run/$name.pid" 2>/dev/null || true)
@@ -179,12 +194,17 @@ start_user() {
     say "creating user $TEST_USER (qemu:///session tests)"
     useradd --create-home --shell /bin/bash --comment 'rum e2e tests' "$TEST_USER"
   fi
+  # qemu:///system as users reach it: a member of the group that owns the daemon's socket.
+  id -nG "$TEST_USER" | tr ' ' '\n' | grep -qx libvirt || usermod -aG libvirt "$TEST_USER"
   # The session daemon exits 120 s after its last client; whenever it is (re)spawned it is
   # by a client inside the namespace, so it lives there too. stop ends it.
   local out
   out=$(virsh_session uri 2>&1) || die "virsh -c qemu:///session as $TEST_USER in $NS failed: $out"
   virsh_session list --all >/dev/null || die "virsh -c qemu:///session list failed for $TEST_USER"
   say "qemu:///session works for $TEST_USER in $NS"
+  out=$(timeout 60 "$HERE/rum-in-ns" --user "$TEST_USER" env LC_ALL=C virsh -q -c "$SYS_URI" uri 2>&1) ||
+    die "virsh -c $SYS_URI as $TEST_USER (group libvirt) failed: $out"
+  say "$SYS_URI works for $TEST_USER through the socket's group"
 }
 
 build_repo() {
@@ -252,7 +272,8 @@ cmd_start() {
   fix_kvm
   start_ns
   start_daemon virtlogd
-  start_daemon libvirtd
+  write_libvirtd_conf
+  start_daemon libvirtd -f "$RUN_DIR/libvirtd.conf"
   wait_socket
   record_preexisting
   start_network

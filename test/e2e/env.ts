@@ -39,7 +39,11 @@ export const repoRoot: string = (() => {
 })();
 
 export const rumInNsPath = join(repoRoot, 'test/e2e/rum-in-ns');
-export const rumBin = join(repoRoot, 'bin/rum.js');
+/** rum as users get it: installed from the packed tarball by `make e2e-install`, not the checkout. */
+export const E2E_PREFIX = process.env.E2E_PREFIX || join(RUN_DIR, 'prefix');
+export const rumBin = join(E2E_PREFIX, 'bin/rum');
+/** An ordinary user's PATH, with rum's install on it (npm's global bin directory). */
+export const userPath = `${join(E2E_PREFIX, 'bin')}:/usr/local/bin:/usr/bin:/bin`;
 
 export const imageCacheDir = (env = process.env): string => env.IMAGE_CACHE || '/var/cache/rum-test';
 
@@ -111,6 +115,7 @@ export function envReady(): Readiness {
   }
   if (!sock) return { ok: false, why: `${LIBVIRT_SOCK} is missing (${start})` };
   if (envRecord() === undefined) return { ok: false, why: `${RUN_DIR}/env is missing: start did not finish (${start})` };
+  if (!existsSync(rumBin)) return { ok: false, why: `rum is not installed at ${E2E_PREFIX} (run: make e2e-install)` };
   return { ok: true, why: 'ready' };
 }
 

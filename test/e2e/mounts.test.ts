@@ -3,10 +3,10 @@
 // nofail. Session mode's 9p is covered by the session test in up.test.ts.
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chown, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { DOMAIN_PREFIX, bootSkipReason, repoUrl, tail } from './env.js';
+import { DOMAIN_PREFIX, TEST_USER, bootSkipReason, repoUrl, tail, userIds } from './env.js';
 import { e2eProject } from './rum.js';
 import { rename, rm } from 'node:fs/promises';
 
@@ -29,9 +29,13 @@ test('mounts: virtiofs and 9p both ways, read-only refused, fstab nofail (system
       system: 'ls /work > /var/lib/rum/work-at-first-boot\n',
     },
   });
+  // rum as root in a checkout that belongs to a user (sudo, CI on a user's clone): the guest's
+  // user is that user, so it may write the shares and what it writes is theirs.
+  const owner = userIds(TEST_USER);
+  await chown(p.dir, owner.uid, owner.gid);
   for (const d of ['vfs', 'p9', 'ro']) {
     await mkdir(join(p.dir, d));
-    await chmod(join(p.dir, d), 0o777); // rum runs as root here: let the guest's user write
+    await chown(join(p.dir, d), owner.uid, owner.gid);
     await writeFile(join(p.dir, d, 'from-host.txt'), `host-${d}\n`);
   }
   const up = await p.rumJson('up');
@@ -50,6 +54,8 @@ test('mounts: virtiofs and 9p both ways, read-only refused, fstab nofail (system
     assert.equal((await p.exec(`cat ${target}/later.txt`)).stdout, 'written after boot\n', `${target}: live`);
     assert.equal((await p.exec(`echo guest-${d} > ${target}/from-guest.txt`)).code, 0);
     assert.equal(await readFile(join(p.dir, d, 'from-guest.txt'), 'utf8'), `guest-${d}\n`);
+    const st = await stat(join(p.dir, d, 'from-guest.txt'));
+    assert.deepEqual([st.uid, st.gid], [owner.uid, owner.gid], `${target}: the guest's file belongs to the checkout's owner`);
   }
   const refused = await p.exec('echo nope > /ro/from-guest.txt');
   assert.notEqual(refused.code, 0, 'a read-only share refuses writes');

@@ -1,11 +1,11 @@
 // Driving the real rum binary in the test namespace: a project directory with its own XDG dirs,
 // rum run through rum-in-ns (it talks to the guest, so it must run where QEMU's network is).
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { execa } from 'execa';
 import { parse, stringify } from 'yaml';
-import { PYTHON, inNs, repoRoot, rumBin, scratchDir, userIds } from './env.js';
+import { PYTHON, inNs, repoRoot, rumBin, scratchDir, userIds, userPath } from './env.js';
 
 export interface E2eProject {
   dir: string;
@@ -25,7 +25,16 @@ export async function imageMirror(): Promise<string> {
   return r.stdout.trim();
 }
 
-export async function e2eProject(t: TestContext, config: Record<string, unknown>, opts: { user?: string } = {}): Promise<E2eProject> {
+/**
+ * A project whose rum runs in the namespace, as root or as `user`. `home`: the project lives in
+ * the user's home and rum keeps its VM and cache where a user's rum does (~/.local/share/rum,
+ * ~/.cache/rum), as a person would run it; else both go to a scratch directory under /tmp.
+ */
+export async function e2eProject(
+  t: TestContext,
+  config: Record<string, unknown>,
+  opts: { user?: string; home?: boolean } = {},
+): Promise<E2eProject> {
   // Registered before the scratch directory's removal, so it runs first (after-hooks run in
   // order): the VM is destroyed while its directory still exists.
   let project: E2eProject | undefined;
@@ -34,26 +43,26 @@ export async function e2eProject(t: TestContext, config: Record<string, unknown>
   });
   // A run killed earlier may have left this test's domain behind (in our private libvirtd);
   // rum rightly refuses a domain another rum.yaml owns, so clear it first.
-  const uri = opts.user ? 'qemu:///session' : 'qemu:///system';
-  for (const cmd of ['destroy', 'undefine'])
-    await inNs('virsh', ['-c', uri, cmd, String(config.name)], { reject: false, ...(opts.user ? { user: opts.user } : {}) });
-  const root = await scratchDir(t, opts.user ? { owner: opts.user } : {});
+  const uri = (config.libvirt as { uri?: string } | undefined)?.uri ?? 'qemu:///system';
+  const asUser = opts.user && uri.endsWith('/session') ? { user: opts.user } : {};
+  for (const cmd of ['destroy', 'undefine']) await inNs('virsh', ['-c', uri, cmd, String(config.name)], { reject: false, ...asUser });
+  const home = opts.user && opts.home ? userIds(opts.user).home : undefined;
+  const root = home ? await homeScratchDir(t, opts.user!, home) : await scratchDir(t, opts.user ? { owner: opts.user } : {});
   const dir = join(root, 'proj');
   await mkdir(dir);
   const mirror = await imageMirror();
+  const dataHome = home ? join(home, '.local/share') : join(root, 'data');
   const env: Record<string, string> = {
-    XDG_DATA_HOME: join(root, 'data'),
-    XDG_CACHE_HOME: join(root, 'cache'),
+    ...(home ? {} : { XDG_DATA_HOME: dataHome, XDG_CACHE_HOME: join(root, 'cache') }),
     RUM_IMAGE_MIRROR: mirror,
     NO_COLOR: '1',
-    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    PATH: opts.user ? userPath : `${userPath}:/usr/local/sbin:/usr/sbin:/sbin`,
   };
   const file = join(dir, 'rum.yaml');
   const write = async (c: unknown) => {
     await writeFile(file, stringify(c));
     if (opts.user) {
       const { uid, gid } = userIds(opts.user);
-      const { chown } = await import('node:fs/promises');
       await chown(dir, uid, gid);
       await chown(file, uid, gid);
     }
@@ -61,10 +70,10 @@ export async function e2eProject(t: TestContext, config: Record<string, unknown>
   await write(config);
   const p: E2eProject = {
     dir,
-    dataHome: env.XDG_DATA_HOME!,
-    vmDir: join(env.XDG_DATA_HOME!, 'rum', String(config.name)),
+    dataHome,
+    vmDir: join(dataHome, 'rum', String(config.name)),
     rum: async (...args) => {
-      const r = await inNs('env', [...Object.entries(env).map(([k, v]) => `${k}=${v}`), process.execPath, rumBin, ...args], {
+      const r = await inNs('env', [...Object.entries(env).map(([k, v]) => `${k}=${v}`), rumBin, ...args], {
         cwd: dir,
         reject: false,
         stdin: 'ignore',
@@ -86,7 +95,7 @@ export async function e2eProject(t: TestContext, config: Record<string, unknown>
     },
     exec: (command) => p.rum('exec', '--', 'sh', '-c', command),
     rumBackground: (...args) => {
-      const child = inNs('env', [...Object.entries(env).map(([k, v]) => `${k}=${v}`), process.execPath, rumBin, ...args], {
+      const child = inNs('env', [...Object.entries(env).map(([k, v]) => `${k}=${v}`), rumBin, ...args], {
         cwd: dir,
         reject: false,
         stdin: 'ignore',
@@ -127,3 +136,16 @@ print(last, file=sys.stderr); sys.exit(1)`;
   return String((await inNs(PYTHON, ['-c', code, url], { timeout: 60_000 })).stdout);
 }
 
+
+/** A directory in the user's home, theirs, removed after the test (kept with RUM_E2E_KEEP=1). */
+async function homeScratchDir(t: TestContext, user: string, home: string): Promise<string> {
+  const dir = await mkdtemp(join(home, 'rum-e2e-'));
+  const { uid, gid } = userIds(user);
+  await chown(dir, uid, gid);
+  await chmod(dir, 0o755); // as `mkdir` makes it under the usual umask (mkdtemp: 0700)
+  t.after(async () => {
+    if (process.env.RUM_E2E_KEEP === '1') t.diagnostic(`kept ${dir}`);
+    else await rm(dir, { recursive: true, force: true });
+  });
+  return dir;
+}
