@@ -79,6 +79,8 @@ export async function vmBench(add: Add, { median, time, nodeBaseline }: Tools): 
     add('`rum up --dry-run` on a running VM', ms(dry), base, '≤ 120 ms');
     const status = time(rumCmd('status'), { cwd: proj, runs: 15 });
     add('`rum status` on a running VM', ms(status), base, '≤ 120 ms');
+    const list = time(rumCmd('list'), { cwd: proj, runs: 15 });
+    add('`rum list` with that VM running', ms(list), `\`rum status\`: ${ms(status)}, ${base}`, '≤ `rum status`');
 
     // The first (unmeasured) run starts the shared login; the rest use it.
     const exec = time(rumCmd('exec', '--', 'true'), { cwd: proj, runs: 10 });
