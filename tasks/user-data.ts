@@ -6,6 +6,7 @@ import { dirname } from 'node:path';
 import { writeAtomic } from '../src/files/atomic.js';
 import { digestOf } from '../src/graph/digest.js';
 import { defineRule } from '../src/graph/rule.js';
+import { shellQuote } from '../src/ssh/openssh.js';
 import { guestMounts, resolveMounts } from './mounts.js';
 import { fileExists } from './checks.js';
 import type { RumCtx } from './context.js';
@@ -30,7 +31,7 @@ function unwritableShare(m: { target: string; source: string }, uid: number): st
   const st = statSync(m.source);
   if (st.uid === uid || st.mode & 0o002) return undefined;
   const owner = st.uid === 0 ? 'root' : `uid ${st.uid}`;
-  return `mount ${m.target}: ${m.source} belongs to ${owner}, so the guest's user (uid ${uid}) cannot write to it; run rum as the user who owns it, or give it to uid ${uid} (chown -R ${uid} ${m.source})`;
+  return `mount ${m.target}: ${m.source} belongs to ${owner}, so the guest's user (uid ${uid}) cannot write to it; run rum as the user who owns it, or give it to uid ${uid} (chown -R ${uid} ${shellQuote(m.source)})`;
 }
 
 export const userData = defineRule({

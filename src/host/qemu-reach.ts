@@ -6,6 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { isSessionUri } from '../config/rules.js';
+import { shellQuote } from '../ssh/openssh.js';
 import { loginGids, parseGroupFile } from './probe.js';
 
 export interface Who {
@@ -113,7 +114,8 @@ export const REACH_ALTERNATIVE = '(setfacl is in package acl; chmod o+x on them 
 export function reachFix(who: Who, blocked: DirFacts[], me = userInfo().uid): string {
   const mine = blocked.filter((d) => d.uid === me).map((d) => d.path);
   const others = blocked.filter((d) => d.uid !== me).map((d) => d.path);
-  const cmd = (dirs: string[], sudo: boolean) => `${sudo ? 'sudo ' : ''}setfacl -m u:${who.name}:x ${dirs.join(' ')}`;
+  // A command to paste: every path one shell word, whatever it holds.
+  const cmd = (dirs: string[], sudo: boolean) => `${sudo ? 'sudo ' : ''}setfacl -m ${shellQuote(`u:${who.name}:x`)} ${dirs.map(shellQuote).join(' ')}`;
   const parts = [mine.length ? cmd(mine, false) : '', others.length ? cmd(others, true) : ''].filter(Boolean);
   return parts.join(' && ');
 }
