@@ -58,7 +58,7 @@ export const domainXml = defineRule({
       if (m.why) notice(`mount ${m.target} uses 9p: ${m.why}`);
       if (m.type === 'virtiofs' && m.readonly) notice(`mount ${m.target}: read-only inside the guest only (virtiofs); type: 9p enforces it on the host`);
       if (m.type === '9p' && !m.readonly && !i.runAs && !isSessionUri(ctx.config.libvirt.uri))
-        notice(`mount ${m.target}: 9p under qemu:///system goes through libvirt's QEMU user, so what the guest writes there belongs to that user, not you; virtiofs (type: auto) keeps your ownership`);
+        notice(`mount ${m.target}: 9p under qemu:///system writes as libvirt's QEMU user, which may not write into your directory, and what it writes is not yours; use virtiofs (type: auto) for a share the guest writes`);
     }
     const sshPort = (upstream('ssh-port').data as { port: number }).port;
     const mac = macFor(i.name, digestOf);

@@ -2,6 +2,7 @@
 // when it can work, else 9p) and the tag that joins the libvirt device to the fstab line.
 import { digestOf } from '../src/graph/digest.js';
 import { virtiofsdPath } from '../src/libvirt/caps.js';
+import { isSessionUri } from '../src/config/rules.js';
 import type { Config } from '../src/config/schema.js';
 import type { GuestMount } from '../src/cloudinit/documents.js';
 
@@ -11,7 +12,7 @@ export interface ResolvedMount extends GuestMount {
 }
 
 export function resolveMounts(c: Config, env = process.env): ResolvedMount[] {
-  const session = c.libvirt.uri.endsWith('/session');
+  const session = isSessionUri(c.libvirt.uri);
   const virtiofsd = virtiofsdPath(env);
   return c.mounts.map((m) => {
     let type: 'virtiofs' | '9p' = m.type === 'auto' ? 'virtiofs' : m.type;

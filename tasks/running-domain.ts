@@ -4,6 +4,7 @@ import { mkdir, open, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { RumError } from '../src/errors.js';
 import { seeDoctor } from '../src/host/check.js';
+import { shellQuote } from '../src/ssh/openssh.js';
 import { digestOf } from '../src/graph/digest.js';
 import { defineRule } from '../src/graph/rule.js';
 import { domainFacts, forgetDomainFacts, virsh, type RumCtx } from './context.js';
@@ -19,7 +20,7 @@ async function ensureNetwork(ctx: RumCtx, notice: (m: string) => void): Promise<
       'LIBVIRT',
       `libvirt has no network "${name}" on ${ctx.config.libvirt.uri}`,
       (name === 'default'
-        ? 'define it: virsh net-define /usr/share/libvirt/networks/default.xml && virsh net-autostart default; or use network.mode: user'
+        ? `define it: virsh --connect ${shellQuote(ctx.config.libvirt.uri)} net-define /usr/share/libvirt/networks/default.xml, then net-autostart default; or use network.mode: user`
         : 'create it with virsh net-define, or set network.name / network.mode: user') + seeDoctor('network'),
     );
   if (!info.active) {

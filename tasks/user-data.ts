@@ -21,7 +21,7 @@ const ordinary = (uid: number) => uid >= 1000 && uid < 60000;
  */
 function guestUid(configFile: string): number {
   const own = process.getuid?.();
-  if (own !== undefined && own !== 0) return own;
+  if (own !== undefined && own !== 0) return ordinary(own) ? own : 1000; // a system uid would clash in the guest
   const projectOwner = statSync(dirname(configFile)).uid;
   return ordinary(projectOwner) ? projectOwner : 1000;
 }

@@ -2,8 +2,9 @@
 // (group), and the NAT network with what may cut it off (network). Each parsing or deciding step is
 // a pure function; the checks only gather facts for them.
 import { existsSync } from 'node:fs';
+import { shellQuote } from '../ssh/openssh.js';
 import { stat } from 'node:fs/promises';
-import { userInfo } from 'node:os';
+import { currentUser } from './qemu-reach.js';
 import { classifyVirshFailure, lastMeaningfulLine, parseNetInfo, parseVersion, type NetInfo } from '../libvirt/virsh.js';
 import { combine, isLocalUri, isSession, type DoctorTarget, type Finding } from './check.js';
 import { parseGroupFile, readTextMaybe, runTool, type GroupEntry, type ToolRun } from './probe.js';
@@ -99,7 +100,7 @@ export async function checkGroup(t: DoctorTarget): Promise<Finding> {
       break;
     }
   }
-  const me = userInfo();
+  const me = currentUser();
   return groupVerdict({
     user: me.username,
     uid: me.uid,
@@ -162,7 +163,7 @@ export async function checkNetwork(t: DoctorTarget, signal: AbortSignal): Promis
 
 /** `virsh net-info NAME`, as a verdict on the network; its bridge when known. */
 export function netVerdict(r: ToolRun, name: string, uri: string): { finding: Finding; bridge?: string } {
-  const virsh = `virsh --connect ${uri}`;
+  const virsh = `virsh --connect ${shellQuote(uri)}`;
   if (r.missing) return { finding: { status: 'warn', summary: `could not look at network ${name}: virsh is not installed (see the libvirt check)` } };
   if (r.status !== 0) {
     const { kind } = classifyVirshFailure(r.stderr, uri);

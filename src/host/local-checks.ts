@@ -3,13 +3,13 @@
 // and free space (disk). Each deciding step is a pure function; the checks gather facts for them.
 import { accessSync, constants, existsSync, statSync } from 'node:fs';
 import { stat, statfs } from 'node:fs/promises';
-import { homedir, userInfo } from 'node:os';
+import { homedir } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
 import { kvmUsable, virtiofsdPath, type KvmVerdict } from '../libvirt/caps.js';
 import { cacheHome, imageCacheDir, vmsRoot } from '../paths.js';
 import { combine, isLocalUri, isSession, tildeFor, type CheckStatus, type DoctorTarget, type Finding } from './check.js';
 import { readTextMaybe, runTool, type ToolRun } from './probe.js';
-import { dirChain, qemuIdentity, REACH_ALTERNATIVE, reachFix, searchable, type DirFacts, type Who } from './qemu-reach.js';
+import { currentUser, dirChain, qemuIdentity, REACH_ALTERNATIVE, reachFix, searchable, type DirFacts, type Who } from './qemu-reach.js';
 
 const RELOGIN = 'then log out and in again';
 
@@ -52,7 +52,7 @@ export async function checkHomeAccess(t: DoctorTarget): Promise<Finding> {
   return reachVerdict({ uri: t.uri, who, home: homedir(), targets });
 }
 
-export function reachVerdict(f: ReachFacts, me = userInfo().uid): Finding {
+export function reachVerdict(f: ReachFacts, me = currentUser().uid): Finding {
   if (!f.who) return { status: 'warn', summary: `no libvirt-qemu or qemu user in /etc/passwd: cannot tell whether QEMU reaches rum's files under ${f.uri}` };
   const as = f.who.uid === me ? `you (${f.who.name})` : f.who.name;
   const show = (p: string) => tildeFor(p, f.home);

@@ -33,7 +33,7 @@ const QEMU_USERS = ['libvirt-qemu', 'qemu'];
  */
 export function qemuIdentity(uri: string, files: { passwd: string; group: string } = readIdFiles()): Who | undefined {
   const groups = parseGroupFile(files.group);
-  const me = userInfo();
+  const me = currentUser();
   if (isSessionUri(uri)) return { name: me.username, uid: me.uid, gids: loginGids(me.username, me.gid, groups) };
   if (me.uid === 0) return { name: 'root', uid: 0, gids: [0] };
   for (const name of QEMU_USERS) {
@@ -41,6 +41,16 @@ export function qemuIdentity(uri: string, files: { passwd: string; group: string
     if (f && f[2] !== undefined && f[3] !== undefined) return { name, uid: Number(f[2]), gids: loginGids(name, Number(f[3]), groups) };
   }
   return undefined;
+}
+
+/** os.userInfo() throws for a uid with no passwd entry (a container run with -u 1234). */
+export function currentUser(): { username: string; uid: number; gid: number } {
+  try {
+    return userInfo();
+  } catch {
+    const uid = process.getuid?.() ?? -1;
+    return { username: String(uid), uid, gid: process.getgid?.() ?? -1 };
+  }
 }
 
 function readIdFiles(): { passwd: string; group: string } {
@@ -111,7 +121,7 @@ export function blockedDirs(dir: string, who: Who): DirFacts[] {
 
 /** The command that lets `who` through: an ACL for just that user (yours need no sudo). */
 export const REACH_ALTERNATIVE = '(setfacl is in package acl; chmod o+x on them works too)';
-export function reachFix(who: Who, blocked: DirFacts[], me = userInfo().uid): string {
+export function reachFix(who: Who, blocked: DirFacts[], me = currentUser().uid): string {
   const mine = blocked.filter((d) => d.uid === me).map((d) => d.path);
   const others = blocked.filter((d) => d.uid !== me).map((d) => d.path);
   // A command to paste: every path one shell word, whatever it holds.

@@ -3,6 +3,7 @@
 // be reached that way (src/libvirt/rpc.ts, ~1 ms), else one `virsh list` (~15-20 ms a process).
 // Never throws: a URI that cannot be asked is a value, with virsh's reason and a hint.
 import { spawn } from 'node:child_process';
+import { shellQuote } from '../ssh/openssh.js';
 import { rpcSnapshots } from './rpc.js';
 
 export interface ListedDomain {
@@ -42,7 +43,7 @@ export async function listDomains(
   const r = await runVirsh(['--connect', uri, 'list', '--all', '--title'], { ...env, LC_ALL: 'C.UTF-8' }, timeoutMs);
   if ('missing' in r) return { ok: false, message: 'virsh is not installed (not found on PATH)', hint: 'apt install libvirt-clients' };
   if (r.timedOut)
-    return { ok: false, message: `virsh list did not answer within ${timeoutMs / 1000} s`, hint: `is the libvirt daemon stuck? try: virsh --connect ${uri} list --all` };
+    return { ok: false, message: `virsh list did not answer within ${timeoutMs / 1000} s`, hint: `is the libvirt daemon stuck? try: virsh --connect ${shellQuote(uri)} list --all` };
   if (r.status !== 0) {
     // Only a failure pays for loading virsh's message table.
     const { classifyVirshFailure, lastMeaningfulLine } = await import('./virsh.js');

@@ -3,6 +3,7 @@
 // RumErrors with a hint. Knows virsh, not rules, keys or rum.yaml. "Absent" (no such domain or
 // network) is a value, not a failure.
 import { spawn } from 'node:child_process';
+import { shellQuote } from '../ssh/openssh.js';
 import { RumError } from '../errors.js';
 import { seeDoctor } from '../host/check.js';
 import { reachHint } from '../host/qemu-reach.js';
@@ -105,17 +106,17 @@ const KNOWN: readonly Known[] = [
   {
     kind: 'network-inactive',
     pattern: /network '([^']*)' is not active/i,
-    hint: (m, uri) => `start it: virsh --connect ${uri} net-start ${m[1]} (and net-autostart ${m[1]} to keep it started)${seeDoctor('network')}`,
+    hint: (m, uri) => `start it: virsh --connect ${shellQuote(uri)} net-start ${m[1]} (and net-autostart ${m[1]} to keep it started)${seeDoctor('network')}`,
   },
   {
     kind: 'no-network',
     pattern: /failed to get network|Network not found|no network with matching/i,
-    hint: (_m, uri) => `list the networks with: virsh --connect ${uri} net-list --all${seeDoctor('network')}`,
+    hint: (_m, uri) => `list the networks with: virsh --connect ${shellQuote(uri)} net-list --all${seeDoctor('network')}`,
   },
   {
     kind: 'no-domain',
     pattern: /failed to get domain|Domain not found|no domain with matching/i,
-    hint: (_m, uri) => `list the domains with: virsh --connect ${uri} list --all`,
+    hint: (_m, uri) => `list the domains with: virsh --connect ${shellQuote(uri)} list --all`,
   },
   { kind: 'not-running', pattern: /domain is not running/i },
   { kind: 'already-active', pattern: /(?:domain|network) is already (?:active|running)|Domain is already active|Network '[^']*' is already running/i },

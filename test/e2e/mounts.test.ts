@@ -2,7 +2,7 @@
 // read-only share (auto picks 9p to enforce it on the host); both directions, in fstab with
 // nofail. Session mode's 9p is covered by the session test in up.test.ts.
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { statSync, writeFileSync } from 'node:fs';
 import { chown, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -73,8 +73,12 @@ test('mounts: virtiofs and 9p both ways, read-only refused, fstab nofail (system
     const host = (f: string) => join(p.dir, 'vfs', f);
     await writeFile(host('created.txt'), 'one\n');
     await settle();
+    const created = statSync(host('created.txt'), { bigint: true });
     await writeFile(host('created.txt'), 'two\n'); // one edit
+    const edited = statSync(host('created.txt'), { bigint: true });
     await settle();
+    const later = statSync(host('created.txt'), { bigint: true });
+    t.diagnostic(`created.txt mtime: created ${created.mtimeNs}, edited ${edited.mtimeNs}, 1.5 s later ${later.mtimeNs} (ctime ${later.ctimeNs})`);
     await rename(host('created.txt'), host('renamed.txt'));
     await settle();
     await rm(host('renamed.txt'));

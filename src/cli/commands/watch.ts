@@ -50,7 +50,8 @@ export async function watch(opts: CommonOptions): Promise<number> {
     await bridge.close();
   }
   const s = bridge.stats();
-  if (!out.json) out.info(`replayed ${plural(s.records, 'change')} in ${plural(s.batches, 'batch', 'batches')}`);
+  if (out.json) out.out(JSON.stringify({ type: 'stats', ...s }));
+  else out.info(`replayed ${plural(s.records, 'change')} in ${plural(s.batches, 'batch', 'batches')} (${plural(s.events, 'host event')}, ${plural(s.suppressed, 'echo', 'echoes')} of replays left alone)`);
   return 0;
 }
 
