@@ -69,7 +69,7 @@ test('mounts: virtiofs and 9p both ways, read-only refused, fstab nofail (system
   await p.exec('nohup stdbuf -oL inotifywait -m -r /work --format "%e %f" > /tmp/events 2>/dev/null & sleep 1');
   const watch = p.rumBackground('watch');
   try {
-    await settle();
+    await watch.waitFor(/^watching 1 mount/m); // rum's own word that the bridge is up, not a sleep
     const host = (f: string) => join(p.dir, 'vfs', f);
     await writeFile(host('created.txt'), 'one\n');
     await settle();
@@ -114,7 +114,7 @@ test('mounts: virtiofs and 9p both ways, read-only refused, fstab nofail (system
   const burstWatch = p.rumBackground('watch', '--json');
   let burst: { code: number; stdout: string; stderr: string };
   try {
-    await settle();
+    await burstWatch.waitFor(/"type":"ready"/);
     for (const d of dirs) for (let i = 0; i < 300; i++) writeFileSync(burstFile(d, i), 'v1\n');
     const modified = async () => Number((await p.exec('grep -c "^MODIFY " /tmp/burst-events || true')).stdout.trim());
     for (let i = 0; i < 120 && (await modified()) < 900; i++) await settle();

@@ -15,7 +15,11 @@ export interface E2eProject {
   rumJson<T = any>(...args: string[]): Promise<T>;
   exec(command: string): Promise<{ code: number; stdout: string; stderr: string }>;
   /** rum in the background (e.g. `forward`), ended with SIGINT like Ctrl-C, by its PID. */
-  rumBackground(...args: string[]): { stop(): Promise<{ code: number; stdout: string; stderr: string }> };
+  rumBackground(...args: string[]): {
+    /** Resolves once rum has printed `pattern` (stdout or stderr); fails after `ms`. */
+    waitFor(pattern: RegExp, ms?: number): Promise<void>;
+    stop(): Promise<{ code: number; stdout: string; stderr: string }>;
+  };
   editConfig(edit: (c: any) => void): Promise<void>;
 }
 
@@ -101,8 +105,31 @@ export async function e2eProject(
         stdin: 'ignore',
         timeout: 10 * 60_000,
         ...(opts.user ? { user: opts.user } : {}),
-      }) as Promise<unknown> & { kill(signal: NodeJS.Signals): boolean; exitCode?: number | null };
+      }) as Promise<unknown> & { kill(signal: NodeJS.Signals): boolean; stdout: NodeJS.ReadableStream; stderr: NodeJS.ReadableStream };
+      let seen = '';
+      const waiters = new Set<() => void>();
+      const take = (d: Buffer) => {
+        seen += d.toString();
+        for (const w of waiters) w();
+      };
+      child.stdout.on('data', take);
+      child.stderr.on('data', take);
       return {
+        waitFor: (pattern, ms = 120_000) =>
+          new Promise<void>((resolve, reject) => {
+            const check = () => {
+              if (!pattern.test(seen)) return;
+              waiters.delete(check);
+              clearTimeout(timer);
+              resolve();
+            };
+            const timer = setTimeout(() => {
+              waiters.delete(check);
+              reject(new Error(`rum ${args.join(' ')} did not print ${pattern} within ${ms} ms; it printed:\n${seen}`));
+            }, ms);
+            waiters.add(check);
+            check();
+          }),
         stop: async () => {
           child.kill('SIGINT'); // rum-in-ns execs into ip netns exec, which execs env, then node: one PID
           const r = (await child) as { exitCode?: number; stdout?: unknown; stderr?: unknown };
