@@ -4,6 +4,7 @@ import { writeAtomic } from '../src/files/atomic.js';
 import { digestOf } from '../src/graph/digest.js';
 import { defineRule } from '../src/graph/rule.js';
 import { isSessionUri } from '../src/config/rules.js';
+import { keepsOwners } from '../src/host/qemu-reach.js';
 import { kvmUsable } from '../src/libvirt/caps.js';
 import { fileExists } from './checks.js';
 import { macFor, type RumCtx } from './context.js';
@@ -31,8 +32,8 @@ function runAs(uri: string): { uid: number; gid: number } | undefined {
 export const domainXml = defineRule({
   id: 'domain-xml',
   kind: 'derived',
-  version: 4, // 3: QEMU runs as the user under qemu:///system; 4: only root's, else libvirt's QEMU user
-  deps: ['ssh-port'],
+  version: 5, // 3: QEMU runs as the user under qemu:///system; 4: only root's, else libvirt's QEMU user; 5: keepOwners
+  deps: ['ssh-port', 'base-image'],
   inputs: async (c: RumCtx) => {
     const { config } = c;
     const t = await domainType(c);
@@ -47,6 +48,7 @@ export const domainXml = defineRule({
       ports: config.ports,
       owner: config.file,
       runAs: runAs(config.libvirt.uri),
+      keepOwners: keepsOwners(config.libvirt.uri, c.env),
     };
   },
   output: ({ vm }) => vm.path('domainXml'),
@@ -60,7 +62,10 @@ export const domainXml = defineRule({
       if (m.type === '9p' && !m.readonly && !i.runAs && !isSessionUri(ctx.config.libvirt.uri))
         notice(`mount ${m.target}: 9p under qemu:///system writes as libvirt's QEMU user, which may not write into your directory, and what it writes is not yours; use virtiofs (type: auto) for a share the guest writes`);
     }
+    if (!i.keepOwners && !i.runAs && !isSessionUri(ctx.config.libvirt.uri))
+      notice("no setfacl here (package acl): libvirt hands the VM's disk files to its QEMU user, and keeps the seed and the base image in your home as that user's");
     const sshPort = (upstream('ssh-port').data as { port: number }).port;
+    const base = upstream('base-image').data as { path: string; format: 'qcow2' | 'raw' };
     const mac = macFor(i.name, digestOf);
     const xml = render({
       name: i.name,
@@ -90,6 +95,7 @@ export const domainXml = defineRule({
       })),
       owner: { configFile: ctx.config.file, vmDir: ctx.vm.dir },
       ...(i.runAs ? { runAs: i.runAs } : {}),
+      ...(i.keepOwners ? { keepOwners: { backing: { path: base.path, format: base.format } } } : {}),
     } as Parameters<typeof render>[0]);
     await writeAtomic(ctx.vm.path('domainXml'), xml);
     return { digest: digestOf(xml) };

@@ -5,6 +5,7 @@ import { dirname } from 'node:path';
 import { RumError } from '../src/errors.js';
 import { seeDoctor } from '../src/host/check.js';
 import { shellQuote } from '../src/ssh/openssh.js';
+import { grantQemu, keepsOwners } from '../src/host/qemu-reach.js';
 import { digestOf } from '../src/graph/digest.js';
 import { defineRule } from '../src/graph/rule.js';
 import { domainFacts, forgetDomainFacts, virsh, type RumCtx } from './context.js';
@@ -95,6 +96,10 @@ export const runningDomain = defineRule({
     await ensureNetwork(ctx, notice);
     await mkdir(dirname(ctx.vm.path('console')), { recursive: true });
     await ownConsoleLog(ctx.vm.path('console'));
+    // The disk files stay the user's (see keepsOwners): QEMU's user is let in by an ACL, set at
+    // every start because --reset and a new seed make new files.
+    if (keepsOwners(ctx.config.libvirt.uri, ctx.env))
+      await grantQemu(ctx.config.libvirt.uri, [{ path: ctx.vm.path('overlay'), write: true }, { path: ctx.vm.path('seedIso'), write: false }]);
     await v.start(ctx.config.name);
     forgetDomainFacts(ctx);
     // Each start is a new boot: its identity tells ssh-ready to wait for the guest again.

@@ -2,8 +2,9 @@
 // directory down to a file rum hands it (a disk in ~/.local/share/rum, a base image in
 // ~/.cache/rum). Used by `rum doctor` (home-access) and by the hint of a start that libvirt
 // refused for a file. Knows nothing of rum.yaml or the graph.
-import { execFileSync } from 'node:child_process';
-import { readFileSync, statSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { accessSync, constants, readFileSync, statSync } from 'node:fs';
+import { RumError } from '../errors.js';
 import { userInfo } from 'node:os';
 import { isSessionUri } from '../config/rules.js';
 import { shellQuote } from '../ssh/openssh.js';
@@ -146,4 +147,47 @@ export function reachHint(file: string, uri: string, asUid?: number): string {
   const blocked = blockedDirs(dir, who);
   if (blocked.length === 0) return `QEMU runs as ${who.name} under ${uri}: check that ${file} exists and that ${who.name} may read it`;
   return `QEMU runs as ${who.name} under ${uri} and cannot pass through ${blocked.map((d) => d.path).join(', ')}: ${reachFix(who, blocked)} ${REACH_ALTERNATIVE}`;
+}
+
+/** setfacl on PATH, or undefined (package acl). */
+export function setfaclPath(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  for (const dir of (env.PATH ?? '').split(':').filter((d) => d.startsWith('/'))) {
+    try {
+      accessSync(`${dir}/setfacl`, constants.X_OK);
+      return `${dir}/setfacl`;
+    } catch {
+      /* not here */
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Whether a VM's disk files keep their owner under `uri`: when libvirt's QEMU user is not the
+ * user (qemu:///system, rum not run by root) and setfacl can let that user in. Otherwise
+ * libvirt hands the files to its QEMU user, and gives back only the writable ones.
+ */
+export function keepsOwners(uri: string, env: NodeJS.ProcessEnv = process.env): boolean {
+  return !isSessionUri(uri) && process.getuid?.() !== 0 && setfaclPath(env) !== undefined && qemuIdentity(uri) !== undefined;
+}
+
+/** Lets libvirt's QEMU user read (and for `rw`, write) these files of the user's, by an ACL. */
+export async function grantQemu(uri: string, files: { path: string; write: boolean }[]): Promise<void> {
+  const who = qemuIdentity(uri);
+  const setfacl = setfaclPath();
+  if (!who || !setfacl) return;
+  for (const write of [true, false]) {
+    const paths = files.filter((f) => f.write === write).map((f) => f.path);
+    if (paths.length === 0) continue;
+    await new Promise<void>((resolve, reject) =>
+      execFile(setfacl, ['-m', `u:${who.name}:${write ? 'rw' : 'r'}`, '--', ...paths], { timeout: 10_000 }, (err, _out, stderr) =>
+        err
+          ? reject(
+              new RumError('FAILED', `cannot let ${who.name} (QEMU under ${uri}) reach ${paths.join(', ')}: ${String(stderr).trim() || err.message}`,
+                'the filesystem may not support ACLs (mount it with acl), or set XDG_DATA_HOME to one that does'),
+            )
+          : resolve(),
+      ),
+    );
+  }
 }

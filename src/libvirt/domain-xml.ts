@@ -64,6 +64,12 @@ export interface DomainSpec {
   owner: OwnerMark;
   /** qemu:///system: run QEMU with this uid/gid (a static DAC label). Session needs none. */
   runAs?: { uid: number; gid: number };
+  /**
+   * The disk files keep their owner: libvirt does not hand them to its QEMU user (and would
+   * never hand the read-only ones back); that user reaches them by an ACL instead. The base
+   * image is named here, so libvirt labels no image of the chain.
+   */
+  keepOwners?: { backing: { path: string; format: 'qcow2' | 'raw' } };
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -110,6 +116,10 @@ export function domainSpecProblems(spec: DomainSpec): string[] {
   path('overlayPath', spec.overlayPath);
   if (spec.overlayFormat !== 'qcow2') problems.push(`overlayFormat must be qcow2, not ${String(spec.overlayFormat)}`);
   path('seedIsoPath', spec.seedIsoPath);
+  if (spec.keepOwners) {
+    path('keepOwners.backing.path', spec.keepOwners.backing.path);
+    if (!['qcow2', 'raw'].includes(spec.keepOwners.backing.format)) problems.push(`backing format must be qcow2 or raw, not ${String(spec.keepOwners.backing.format)}`);
+  }
   path('consoleLogPath', spec.consoleLogPath);
   path('owner.configFile', spec.owner.configFile);
   path('owner.vmDir', spec.owner.vmDir);
@@ -168,6 +178,7 @@ export function domainSpecProblems(spec: DomainSpec): string[] {
  *   ("virtiofs does not yet support read-only shares"); the caller decides (9p, or ro in the guest).
  */
 export function domainXml(spec: DomainSpec): string {
+  const keep = () => spec.keepOwners && el('seclabel', { model: 'dac', relabel: 'no' });
   const problems = domainSpecProblems(spec);
   if (problems.length > 0) {
     throw new RumError(
@@ -214,7 +225,15 @@ export function domainXml(spec: DomainSpec): string {
         'disk',
         { type: 'file', device: 'disk' },
         el('driver', { name: 'qemu', type: spec.overlayFormat, discard: 'unmap' }),
-        el('source', { file: spec.overlayPath }),
+        el('source', { file: spec.overlayPath }, keep()),
+        spec.keepOwners &&
+          el(
+            'backingStore',
+            { type: 'file' },
+            el('format', { type: spec.keepOwners.backing.format }),
+            el('source', { file: spec.keepOwners.backing.path }, keep()),
+            el('backingStore'),
+          ),
         el('target', { dev: 'vda', bus: 'virtio' }),
       ),
       el('controller', { type: 'scsi', index: 0, model: 'virtio-scsi' }),
@@ -222,7 +241,7 @@ export function domainXml(spec: DomainSpec): string {
         'disk',
         { type: 'file', device: 'cdrom' },
         el('driver', { name: 'qemu', type: 'raw' }),
-        el('source', { file: spec.seedIsoPath }),
+        el('source', { file: spec.seedIsoPath }, keep()),
         el('target', { dev: 'sda', bus: 'scsi' }),
         el('readonly'),
       ),

@@ -105,6 +105,21 @@ test('runAs: QEMU as the invoking user through a static DAC label, nothing relab
   assert.throws(() => domainXml(spec({ runAs: { uid: -1, gid: 0 } })), /runAs/);
 });
 
+test('keepOwners: no image of the chain is relabelled, the base image named as the backing store', async (t) => {
+  const q = await validated(t, domainXml(spec({ keepOwners: { backing: { path: '/home/u/.cache/rum/images/sha512-x.img', format: 'qcow2' } } })));
+  const disk = "/domain/devices/disk[@device='disk']";
+  assert.equal(await q.xpath(`string(${disk}/source/seclabel[@model='dac']/@relabel)`), 'no');
+  assert.equal(await q.xpath(`string(${disk}/backingStore/source/@file)`), '/home/u/.cache/rum/images/sha512-x.img');
+  assert.equal(await q.xpath(`string(${disk}/backingStore/format/@type)`), 'qcow2');
+  assert.equal(await q.xpath(`string(${disk}/backingStore/source/seclabel/@relabel)`), 'no');
+  assert.equal(await q.count(`${disk}/backingStore/backingStore/*`), 0, 'the chain ends at the base image');
+  assert.equal(await q.xpath("string(/domain/devices/disk[@device='cdrom']/source/seclabel/@relabel)"), 'no');
+  const plain = await validated(t, domainXml(spec()));
+  assert.equal(await plain.count('//seclabel'), 0);
+  assert.equal(await plain.count('//backingStore'), 0);
+  assert.throws(() => domainXml(spec({ keepOwners: { backing: { path: 'rel.img', format: 'qcow2' } } })), /absolute/);
+});
+
 test('user: SLIRP through qemu:commandline, SSH on 127.0.0.1 and every forward', async (t) => {
   const xml = domainXml(
     spec({
