@@ -12,6 +12,11 @@ export interface OutputOptions {
   json?: boolean;
 }
 
+/** Text read from files, tools or libvirt, shown on a terminal: control and bidi characters escaped. */
+export function visible(s: string): string {
+  return s.replace(/[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
 const colorFor = (stream: NodeJS.WriteStream) =>
   !('NO_COLOR' in process.env) && process.env.TERM !== 'dumb' && (stream.isTTY === true || 'FORCE_COLOR' in process.env);
 
@@ -134,7 +139,7 @@ export class Output {
     const k = this.k;
     const mark: Record<CheckStatus, string> = { ok: k.green('✓'), warn: k.yellow('!'), fail: k.red('✗') };
     const width = Math.max(...r.checks.map((c) => c.id.length));
-    for (const c of r.checks) this.out(`${mark[c.status]} ${c.id.padEnd(width)}  ${c.summary}${c.fix ? ` ${k.dim('—')} fix: ${c.fix}` : ''}`);
+    for (const c of r.checks) this.out(`${mark[c.status]} ${c.id.padEnd(width)}  ${visible(c.summary)}${c.fix ? ` ${k.dim('—')} fix: ${visible(c.fix)}` : ''}`);
     const count = (s: CheckStatus) => r.checks.filter((c) => c.status === s).length;
     const [fails, warns] = [count('fail'), count('warn')];
     this.out(

@@ -2,7 +2,7 @@
 // question per URI: name, state, SSH address, disk use and project. Loads no rum.yaml.
 import { homedir } from 'node:os';
 import { listVms, type ListedVm, type ListNote, type VmListing } from '../../vm-list.js';
-import { Output } from '../output.js';
+import { Output, visible } from '../output.js';
 
 export interface ListOptions {
   json?: boolean;
@@ -68,9 +68,6 @@ function assertNever(x: never): never {
 
 /** Paths and messages read from files and libvirt are untrusted bytes headed for a terminal:
  * control characters (escapes, newlines) and bidirectional overrides are shown escaped. */
-export function visible(s: string): string {
-  return s.replace(/[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
-}
 
 function tilde(p: string): string {
   const home = homedir();
