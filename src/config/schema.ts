@@ -156,11 +156,26 @@ export const ProvisionSchema = z.strictObject({
   boot: z.string().optional().describe('Shell script run at every boot'),
 });
 
+// A cloned repository's rum.yaml is untrusted: a URI may only choose transports and parameters
+// that connect, never one that runs a program (qemu+ext's command=, ssh's netcat=).
+const URI_TRANSPORTS = ['unix', 'ssh', 'libssh', 'libssh2', 'tls', 'tcp'];
+const URI_PARAMS = ['socket', 'mode', 'proxy', 'keyfile', 'known_hosts', 'known_hosts_verify', 'no_verify', 'no_tty', 'pkipath', 'sshauth'];
+
 export const LibvirtSchema = z.strictObject({
   uri: z
     .string()
-    .regex(/^qemu(\+[a-z]+)?:\/\/[A-Za-z0-9.@:_-]*\/(system|session)(\?[A-Za-z0-9=&._/-]*)?$/, {
+    .regex(/^qemu(\+[a-z0-9]+)?:\/\/[A-Za-z0-9.@:_-]*\/(system|session)(\?[A-Za-z0-9=&._/-]*)?$/, {
       message: 'libvirt.uri must be a QEMU URI such as qemu:///system or qemu:///session',
+    })
+    .superRefine((uri, ctx) => {
+      const transport = /^qemu\+([a-z0-9]+):/.exec(uri)?.[1];
+      if (transport !== undefined && !URI_TRANSPORTS.includes(transport))
+        ctx.addIssue({ code: 'custom', message: `libvirt.uri: transport "${transport}" is not one rum uses (${URI_TRANSPORTS.join(', ')}); qemu+ext would run a program` });
+      for (const param of (uri.split('?')[1] ?? '').split('&').filter(Boolean)) {
+        const name = param.split('=')[0]!;
+        if (!URI_PARAMS.includes(name))
+          ctx.addIssue({ code: 'custom', message: `libvirt.uri: parameter "${name}" is not one rum allows (${URI_PARAMS.join(', ')}); command= and netcat= would run a program` });
+      }
     })
     .default('qemu:///system'),
   domain_type: z.enum(['auto', 'kvm', 'qemu']).default('auto').describe('auto: kvm when really usable, else qemu (TCG)'),
