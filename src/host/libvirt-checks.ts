@@ -55,7 +55,7 @@ export function libvirtFailure(stderr: string, uri: string, host: { systemd: boo
     return { summary: socket ? `no libvirt daemon is listening on ${socket}: it is not running` : `no libvirt daemon answers for ${uri} (${why})`, fix };
   }
   if (kind === 'permission')
-    return /\/system/.test(uri)
+    return !isSession(uri)
       ? {
           summary: socket ? `this user may not use ${socket} (permission denied)` : `this user may not use ${uri} (${why})`,
           fix: `\`sudo usermod -aG libvirt $USER\`, ${RELOGIN} (see the group check), or use libvirt.uri: qemu:///session`,

@@ -7,6 +7,7 @@ import { shellQuote } from '../ssh/openssh.js';
 import { RumError } from '../errors.js';
 import { seeDoctor } from '../host/check.js';
 import { reachHint } from '../host/qemu-reach.js';
+import { isSessionUri } from '../config/rules.js';
 import { rpcSnapshot } from './rpc.js';
 
 export type DomainState = 'running' | 'idle' | 'paused' | 'in shutdown' | 'shut off' | 'crashed' | 'pmsuspended' | 'unknown';
@@ -94,7 +95,7 @@ const KNOWN: readonly Known[] = [
     kind: 'permission',
     pattern: /Failed to connect socket to '[^']+': Permission denied|authentication unavailable|authentication failed|not authorized|polkit/i,
     hint: (_m, uri) =>
-      uri.includes('/system')
+      !isSessionUri(uri)
         ? `${uri} needs membership of the libvirt group ("sudo usermod -aG libvirt $USER", then log in again), or use qemu:///session${seeDoctor('group')}`
         : `check that this user may use the libvirt socket${seeDoctor('libvirt')}`,
   },
