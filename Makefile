@@ -52,8 +52,10 @@ test:
 	@$(call locked,test-run)
 test-run: deps build image e2e-install
 	@test/e2e/env.sh start
-	@status=0; RUM_E2E_REQUIRE=1 node --test --test-concurrency=1 --test-reporter=spec $(UNIT_TESTS) $(E2E_TESTS) || status=$$?; \
-	  test/e2e/env.sh stop > $(STOP_LOG) 2>&1 || { cat $(STOP_LOG); status=1; }; exit $$status
+	@status=0; tally=$$(mktemp); \
+	  RUM_TALLY=$$tally RUM_E2E_REQUIRE=1 node --test --test-concurrency=1 --test-reporter=spec $(UNIT_TESTS) $(E2E_TESTS) || status=$$?; \
+	  test/e2e/env.sh stop > $(STOP_LOG) 2>&1 || { cat $(STOP_LOG); status=1; }; \
+	  node scripts/tally.mjs $$tally; rm -f $$tally; echo "make test: the suite ran $$((SECONDS / 60)) min $$((SECONDS % 60)) s"; exit $$status
 
 demo:
 	@$(call locked,demo-run)

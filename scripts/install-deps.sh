@@ -10,7 +10,7 @@ PACKAGES=(
   mmdebstrap extlinux syslinux-common fdisk e2fsprogs  # building the guest test image
   libxml2-utils cloud-init           # virt-xml-validate's schemas; `cloud-init schema` for user-data
   openssh-client iproute2 apt-utils  # ssh/scp in e2e; network namespaces; the in-namespace apt repo
-  python3 hyperfine xxhash           # local HTTP servers in tests; bench timing and baselines
+  python3 python3-yaml hyperfine xxhash  # local HTTP servers; PyYAML as cloud-init reads; bench timing
   openssl                            # a test CA for the https download test
   acl                                # setfacl, as rum up and rum doctor tell a user to run it
 )

@@ -9,7 +9,7 @@ import type { RumCtx } from './context.js';
 export const metaData = defineRule({
   id: 'meta-data',
   kind: 'derived',
-  version: 1,
+  version: 2, // 2: written as YAML 1.1, as cloud-init reads it
   deps: [],
   inputs: (c: RumCtx) => ({ 'instance-id': `rum-${c.config.name}-${c.generation}`, 'network.hostname': c.config.network.hostname }),
   output: ({ vm }) => vm.path('metaData'),

@@ -37,7 +37,7 @@ function unwritableShare(m: { target: string; source: string }, uid: number): st
 export const userData = defineRule({
   id: 'user-data',
   kind: 'derived',
-  version: 5, // 2: the guest user gets the host user's uid; 3: mounts by fstab + bootcmd; 4: minimal module lists; 5: root's guest uid from the project's owner
+  version: 6, // 6: written as YAML 1.1, as cloud-init reads it
   deps: ['ssh-keys'],
   inputs: ({ config: c }: RumCtx) => ({
     'network.hostname': c.network.hostname,

@@ -1,8 +1,8 @@
 // Owns: the cloud-init NoCloud documents (meta-data, user-data), built as data and serialised by
-// the yaml library, never by string templates: config strings cannot break out of their scalar.
+// YAML 1.1 (yaml11.ts), never by string templates: config strings cannot break out of their scalar.
 // Not: the seed ISO (src/iso) or where the documents are written (tasks/).
-import { stringify } from 'yaml';
 import { modulesAfterSshd } from './modules.js';
+import { yaml11 } from './yaml11.js';
 
 export interface MetaDataSpec {
   instanceId: string;
@@ -10,7 +10,7 @@ export interface MetaDataSpec {
 }
 
 export function metaDataDocument(s: MetaDataSpec): string {
-  return stringify({ 'instance-id': s.instanceId, 'local-hostname': s.hostname });
+  return yaml11({ 'instance-id': s.instanceId, 'local-hostname': s.hostname });
 }
 
 export interface GuestMount {
@@ -77,7 +77,8 @@ const MOUNT_OPTIONS = {
   virtiofs: 'nofail',
 } as const;
 
-export function userDataDocument(s: UserDataSpec): string {
+/** user-data as data: what cloud-init must read, exactly (the tests load the text back with PyYAML). */
+export function userDataObject(s: UserDataSpec): Record<string, unknown> {
   const files: object[] = [];
   const script = (path: string, content: string) =>
     files.push({ path, permissions: '0755', owner: 'root:root', content: content.endsWith('\n') ? content : `${content}\n` });
@@ -145,6 +146,9 @@ export function userDataDocument(s: UserDataSpec): string {
   const after = modulesAfterSshd(s);
   doc.cloud_config_modules = after.config;
   doc.cloud_final_modules = after.final;
-  // lineWidth 0: never fold long lines (keys, scripts) into a shape another parser might misread.
-  return `#cloud-config\n${stringify(doc, { lineWidth: 0 })}`;
+  return doc;
+}
+
+export function userDataDocument(s: UserDataSpec): string {
+  return `#cloud-config\n${yaml11(userDataObject(s))}`;
 }
