@@ -13,13 +13,16 @@ export async function down(opts: CommonOptions & { timeout?: number | string; fo
   const o = await openVm({ config: opts.config });
   const ctx = ctxFor(o);
   const [{ ownedDomain }, { stopDomain }] = await Promise.all([import('../../../tasks/defined-domain.js'), import('../../../tasks/running-domain.js')]);
-  if ((await ownedDomain(ctx)) === 'absent') {
+  const absent = () => {
     out.info(`VM ${o.config.name} does not exist: nothing to stop`);
     if (opts.json) out.data({ vm: o.config.name, state: 'absent' });
     return 0;
-  }
+  };
+  // Decided under the lock whenever the VM was claimed: an `up` may be about to define it.
+  if (!o.exists && (await ownedDomain(ctx)) === 'absent') return absent();
   const lock = await lockVm(o, { noWait: opts.wait === false, onWait: (pid) => out.info(`waiting for rum (pid ${pid})...`) });
   try {
+    if ((await ownedDomain(ctx)) === 'absent') return absent();
     const progress = (m: string) => out.waiting(m);
     let r = await stopDomain(ctx, { timeoutMs: timeoutS * 1000, force: opts.force === true, progress });
     if (r === 'timeout') {
