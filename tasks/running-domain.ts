@@ -63,6 +63,19 @@ export async function stopDomain(ctx: RumCtx, opts: { timeoutMs: number; force: 
   return 'stopped';
 }
 
+/** Why a paused guest is paused, and what to do: QEMU pauses a guest whose disk cannot be
+ * written (the VM directory's filesystem full). ssh-ready asks this while it waits. */
+export async function pausedWhy(ctx: RumCtx): Promise<{ why: string; hint: string }> {
+  const reason = await virsh(ctx).stateReason(ctx.config.name);
+  return {
+    why: `libvirt paused it${reason ? ` (${reason})` : ''}`,
+    hint:
+      reason === 'I/O error'
+        ? `its disk ${ctx.vm.path('overlay')} could not be written: make room on that filesystem (df -h ${shellQuote(ctx.vm.dir)}), then \`rum up\` resumes it`
+        : '`rum up` resumes it',
+  };
+}
+
 /** qemu-img resize up to resources.disk (the guest's growpart does the rest); never shrinks. */
 async function growDisk(ctx: RumCtx, notice: (m: string) => void): Promise<void> {
   const { imageInfo, resize } = await import('../src/image/qemu-img.js');
@@ -88,6 +101,13 @@ export const runningDomain = defineRule({
   inputs: (c: RumCtx) => ({ 'resources.disk': c.config.resources.disk }),
   build: async ({ ctx, upstream, action, progress, notice }) => {
     const v = virsh(ctx);
+    // Paused (e.g. by a full disk): resumed, never started (libvirt: already active) nor resized.
+    if (action !== 'restart' && (await domainFacts(ctx)).state === 'paused') {
+      notice(`resuming the guest: ${(await pausedWhy(ctx)).why}`);
+      await v.resume(ctx.config.name);
+      forgetDomainFacts(ctx);
+      return { digest: digestOf(`${upstream('defined-domain').digest}:${Date.now()}`) };
+    }
     if (action === 'restart') {
       progress('shutting the guest down to apply its new definition');
       await stopDomain(ctx, { timeoutMs: 60_000, force: true, progress });

@@ -26,6 +26,18 @@ async function currentLease(ctx: RumCtx): Promise<string | undefined> {
   return v4.sort((a, b) => (a.expiry < b.expiry ? 1 : a.expiry > b.expiry ? -1 : 0))[0]?.address;
 }
 
+/** The guest stopped or paused while rum waited: said at once, with libvirt's reason. */
+async function guestGone(ctx: RumCtx): Promise<Error | undefined> {
+  const state = await virsh(ctx).domainState(ctx.config.name);
+  if (state === 'running' || state === 'in shutdown' || state === 'idle') return undefined;
+  if (state === 'paused') {
+    const { pausedWhy } = await import('./running-domain.js');
+    const p = await pausedWhy(ctx);
+    return new RumError('FAILED', `the guest stopped running while rum waited for it: ${p.why}`, p.hint);
+  }
+  return new RumError('FAILED', `the guest is ${state ?? 'no longer defined'}: it stopped while rum waited for it`, `the guest's console: ${ctx.vm.path('console')}; then \`rum up\``);
+}
+
 // A login means cloud-init's first stages are done: sshd starts after them, and they create the
 // user, pin the host key, write files and mount the shares. Its later stages run only what the
 // user asked for (src/cloudinit/modules.ts); when they have work, `up` waits for result.json,
@@ -67,6 +79,7 @@ export const sshReady = defineRule({
         signal,
         command: waits ? WAIT_CLOUD_INIT : CLOUD_INIT_SO_FAR,
         getAddress: () => currentLease(ctx),
+        guestGone: () => guestGone(ctx),
         onStage: (stage, detail) => progress(stage === 'cloud-init' ? (waits ? 'waiting for cloud-init to finish provisioning' : 'checking cloud-init') : `waiting for ${stage}${detail ? ` (${detail})` : ''}`),
       },
     ).catch((err: unknown) => {

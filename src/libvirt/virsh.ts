@@ -214,6 +214,18 @@ export class Virsh {
     return 'failed' in r ? 'already-running' : 'started';
   }
 
+  /** Why the domain is in its state, as virsh words it ("I/O error", "user"), or undefined. */
+  async stateReason(name: string): Promise<string | undefined> {
+    const r = await this.attempt(['domstate', '--domain', name, '--reason'], ['no-domain']);
+    if ('failed' in r) return undefined;
+    return /\((.*)\)\s*$/.exec(r.stdout.trim())?.[1];
+  }
+
+  /** Let a paused domain run again. */
+  async resume(name: string): Promise<void> {
+    await this.run(['resume', '--domain', name]);
+  }
+
   /** Ask the guest to power off (ACPI); returns at once. Poll domainState for "shut off". */
   async shutdown(name: string): Promise<'requested' | 'not-running'> {
     const r = await this.attempt(['shutdown', '--domain', name], ['not-running']);

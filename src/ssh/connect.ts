@@ -335,6 +335,11 @@ export interface WaitReadyOptions {
    * answers at that address. Not needed when `host` is given. Its own errors are not retried.
    */
   getAddress?: () => Promise<string | undefined>;
+  /**
+   * Asked after a failed attempt, at most every 2 s: an error to end the wait with when the guest
+   * can no longer answer (stopped, paused), instead of waiting out the time bound.
+   */
+  guestGone?: () => Promise<Error | undefined>;
   maxAttempts?: number; // default: enough that the time bound is the one reached
   attemptTimeoutMs?: number; // one TCP connect + handshake + login; default 20 s
   retryDelayMs?: number; // the first pause between attempts; it grows to 0.5 s. Default 250 ms
@@ -375,6 +380,7 @@ export async function waitReady(target: WaitTarget, opts: WaitReadyOptions): Pro
   let host = target.host;
   let last: { stage: ReadyStage; error: Error } | undefined;
   let attempts = 0;
+  let askedGone = started;
 
   while (attempts < maxAttempts && Date.now() < deadline) {
     opts.signal?.throwIfAborted();
@@ -422,6 +428,11 @@ export async function waitReady(target: WaitTarget, opts: WaitReadyOptions): Pro
       last = { stage, error: err };
       // Nothing at that address: it may be a stale lease, so ask again next time.
       if (stage === 'port' && opts.getAddress) host = target.host;
+      if (opts.guestGone && Date.now() - askedGone >= 2000) {
+        askedGone = Date.now();
+        const gone = await opts.guestGone();
+        if (gone) throw gone;
+      }
     }
     const pause = Math.min(firstDelay * 1.5 ** (attempts - 1), MAX_RETRY_DELAY_MS, deadline - Date.now());
     if (pause > 0) {
