@@ -40,5 +40,8 @@ export const overlay = defineRule({
     // Its identity is its creation, not its ever-changing content.
     return { digest: digestOf(`overlay:${base.path}:${ctx.generation}`), data: { size } };
   },
-  check: ({ ctx: { vm } }) => fileExists(vm.path('overlay')),
+  // Gone behind rum's back, the guest's data went with it: never silently replaced by an empty
+  // disk (which the same instance-id would not even provision).
+  check: async ({ ctx: { vm } }) =>
+    (await fileExists(vm.path('overlay'))).ok ? { ok: true } : { ok: false, lost: true, why: `the VM's disk ${vm.path('overlay')} is gone` },
 });

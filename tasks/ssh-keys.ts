@@ -28,7 +28,8 @@ export const sshKeys = defineRule<RumCtx, Record<string, never>>({
       try {
         await access(vm.path(f));
       } catch {
-        return { ok: false, why: `${vm.path(f)} is missing` };
+        // The guest trusts only the keys its first boot installed: new ones need a fresh one.
+        return { ok: false, lost: true, why: `the VM's SSH key ${vm.path(f)} is gone` };
       }
     }
     const mode = (await stat(vm.path('clientKey'))).mode & 0o777;

@@ -3,8 +3,13 @@ import { createInterface } from 'node:readline/promises';
 import { RumError } from '../errors.js';
 import type { Output } from './output.js';
 
+/** Whether a question can be put to someone: a terminal on both ends. */
+export function canAsk(): boolean {
+  return process.stdin.isTTY === true && process.stderr.isTTY === true;
+}
+
 export async function confirm(out: Output, question: string): Promise<void> {
-  if (!process.stdin.isTTY || !process.stderr.isTTY) {
+  if (!canAsk()) {
     throw new RumError('USAGE', `${question.replace(/ Continue\?$/, '')}`, 'nothing can be asked here (no terminal): pass -y to go ahead');
   }
   out.clearSpinner();

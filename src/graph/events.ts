@@ -8,7 +8,8 @@ export type StaleReason =
   | { type: 'recipe-changed' }
   | { type: 'input-changed'; fields: string[] }
   | { type: 'upstream-changed'; nodes: string[] }
-  | { type: 'check-failed'; why: string };
+  | { type: 'check-failed'; why: string }
+  | { type: 'lost'; why: string }; // a stateful artifact is gone: only --reset makes it again
 
 /** What a run does with a node. `kept-*` are stale nodes deliberately left alone. */
 export type Action =
@@ -37,6 +38,7 @@ export function describeReason(r: StaleReason): string {
     case 'upstream-changed':
       return `${r.nodes.join(', ')} changed`;
     case 'check-failed':
+    case 'lost':
       return r.why;
     default:
       return assertNever(r);

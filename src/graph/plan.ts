@@ -148,6 +148,7 @@ export async function assess<C>(
   if (fp.key !== rec.key) return stale(diffFields(rec.fields, fp.fields), fp);
   if (rule.check) {
     const c = await rule.check(apiFor(e, rule, signal));
+    if (!c.ok && c.lost) return stale(e.opts.reset ? { type: 'reset' } : { type: 'lost', why: c.why }, fp);
     if (!c.ok) return stale({ type: 'check-failed', why: c.why }, fp);
   }
   return { state: 'fresh', action: 'none', fingerprint: fp, inputs };
@@ -164,6 +165,7 @@ async function actionFor<C>(
   const rebuild = existed || reason.type === 'reset' ? verbs.rebuild : verbs.build;
   const keyChange = reason.type === 'input-changed' || reason.type === 'upstream-changed' || reason.type === 'recipe-changed';
   if (rule.kind === 'stateful' && keyChange) return { state: 'kept', action: 'kept-needs-reset', reason };
+  if (reason.type === 'lost') return { state: 'kept', action: 'kept-needs-reset', reason };
   if (rule.restartGuard && keyChange && rule.check) {
     // Only a live effect is guarded: a stopped domain is simply started with the new definition.
     const live = await rule.check(apiFor(e, rule, signal));

@@ -20,7 +20,9 @@ export interface Output {
   data?: Json;
 }
 
-export type Check = { ok: true } | { ok: false; why: string };
+/** `lost`: a stateful artifact is gone, and the guest's data or trust with it: never made again
+ * without --reset (a fresh first boot), which the plan asks for instead. */
+export type Check = { ok: true } | { ok: false; why: string; lost?: boolean };
 
 export interface NodeApi<C> {
   ctx: C;

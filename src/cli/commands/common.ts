@@ -2,7 +2,8 @@
 // cancelling cleanly.
 import { exitCodes, RumError } from '../../errors.js';
 import { execute, type RunResult } from '../../graph/execute.js';
-import { makePlan, type Plan, type PlanOptions } from '../../graph/plan.js';
+import { describeReason } from '../../graph/events.js';
+import { makePlan, type Plan, type PlannedNode, type PlanOptions } from '../../graph/plan.js';
 import type { StateStore } from '../../graph/state.js';
 import { engineFor, lockVm, openVm, type OpenVm } from '../../vm.js';
 import { Output } from '../output.js';
@@ -26,8 +27,13 @@ export async function runGraph(
   out: Output,
   opts: CommonOptions,
   planOpts: PlanOptions,
-  /** Runs under the lock, before anything is assessed (so what it changes is seen). */
-  before?: (o: OpenVm) => Promise<void>,
+  hooks: {
+    /** Runs under the lock, before anything is assessed (so what it changes is seen); again
+     * when a lost artifact turns the run into a reset. */
+    before?: (o: OpenVm, planOpts: PlanOptions) => Promise<void>;
+    /** A stateful artifact is gone: return to go on as --reset, throw to stop. Default: stop. */
+    onLost?: (lost: PlannedNode[]) => Promise<void>;
+  } = {},
 ): Promise<{ o: OpenVm; result: RunResult; plan: Plan }> {
   const controller = new AbortController();
   let interrupts = 0;
@@ -45,9 +51,17 @@ export async function runGraph(
     onWait: (pid) => out.info(`waiting for another rum (pid ${pid}) to finish with VM ${o.config.name}...`),
   });
   try {
-    await before?.(o);
-    const e = await engineFor(o, planOpts);
-    const plan = await makePlan(e, controller.signal);
+    await hooks.before?.(o, planOpts);
+    let e = await engineFor(o, planOpts);
+    let plan = await makePlan(e, controller.signal);
+    const lost = plan.nodes.filter((n) => n.reason?.type === 'lost');
+    if (lost.length > 0) {
+      await (hooks.onLost ?? refuseLost)(lost);
+      planOpts = { ...planOpts, reset: true };
+      await hooks.before?.(o, planOpts);
+      e = await engineFor(o, planOpts);
+      plan = await makePlan(e, controller.signal);
+    }
     if (planOpts.reset) await e.state.bumpGeneration();
     const result = await execute(e, plan, { signal: controller.signal, onEvent: (ev) => out.event(ev) });
     await e.digests.save();
@@ -57,6 +71,19 @@ export async function runGraph(
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigint);
   }
+}
+
+/** What is gone, in one sentence ("the VM's disk ... is gone"). */
+export function lostWhat(lost: PlannedNode[]): string {
+  return lost.map((n) => (n.reason ? describeReason(n.reason) : n.id)).join('; ');
+}
+
+export async function refuseLost(lost: PlannedNode[]): Promise<never> {
+  throw new RumError(
+    'STATE',
+    `${lostWhat(lost)}: rum does not replace it without being asked, since the guest's data or its trust in rum's keys went with it`,
+    "`rum up --reset` makes a fresh disk and runs the first boot again; or put the file back and run `rum up`",
+  );
 }
 
 /** The run's failure, if any, as the error the CLI renders (naming the node). */

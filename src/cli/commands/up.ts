@@ -1,11 +1,11 @@
 // `rum up`: build what is stale and start the VM; `--dry-run` shows the plan and changes nothing.
 import { exitCodes } from '../../errors.js';
 import { describeReason } from '../../graph/events.js';
-import type { Plan } from '../../graph/plan.js';
-import { ctxFor } from '../../vm.js';
+import type { Plan, PlannedNode, PlanOptions } from '../../graph/plan.js';
+import { ctxFor, type OpenVm } from '../../vm.js';
 import { Output } from '../output.js';
-import { planFor, runGraph, throwIfFailed, type CommonOptions } from './common.js';
-import { confirm } from '../prompt.js';
+import { lostWhat, planFor, refuseLost, runGraph, throwIfFailed, type CommonOptions } from './common.js';
+import { canAsk, confirm } from '../prompt.js';
 
 export interface UpOptions extends CommonOptions {
   'dry-run'?: boolean;
@@ -43,8 +43,8 @@ export async function up(opts: UpOptions): Promise<number> {
   if (opts.reset && !opts.yes) {
     await confirm(out, 'rum up --reset recreates the VM disk: everything written in the guest is lost. Continue?');
   }
-  const { o, result, plan } = await runGraph(out, opts, planOpts, async (vm) => {
-    if (!opts.reset) return;
+  const before = async (vm: OpenVm, run: PlanOptions) => {
+    if (!run.reset) return;
     // The disk is about to be replaced: the guest must not be running on it.
     const [{ stopDomain }, { ownedDomain }] = await Promise.all([
       import('../../../tasks/running-domain.js'),
@@ -55,7 +55,13 @@ export async function up(opts: UpOptions): Promise<number> {
       out.info('stopping the guest for --reset');
       await stopDomain(ctx, { timeoutMs: 30_000, force: true, progress: (m) => out.waiting(m) });
     }
-  });
+  };
+  // A lost disk or key: on a terminal, asked; elsewhere, only --reset goes on.
+  const onLost = async (lost: PlannedNode[]) => {
+    if (!canAsk()) await refuseLost(lost);
+    await confirm(out, `${lostWhat(lost)}. Make a fresh disk and run the first boot again (nothing of the old guest is kept)? Continue?`);
+  };
+  const { o, result, plan } = await runGraph(out, opts, planOpts, { before, onLost });
   throwIfFailed(result);
   // What really happened, not what the plan feared: early cutoff may have kept a node fresh.
   const kept = plan.nodes.filter((n) => result.outcomes.get(n.id)?.type === 'kept');
