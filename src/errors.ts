@@ -15,6 +15,7 @@ export const exitCodes = {
   BUILD: 8, // a rule's build failed
   TOOL_MISSING: 9,
   PLAN_CHANGES: 10, // `up --dry-run`: something would change (so CI can assert "no drift")
+  NO_SPACE: 11, // a filesystem rum writes to is full
   BUG: 70,
   INTERRUPTED: 130,
 } as const;

@@ -2,6 +2,7 @@
 // once, then kept; only --reset or destroy makes a new one. A changed base is reported, never
 // applied.
 import { stat } from 'node:fs/promises';
+import { RumError } from '../src/errors.js';
 import { produceAtomic } from '../src/files/atomic.js';
 import { digestOf } from '../src/graph/digest.js';
 import { defineRule } from '../src/graph/rule.js';
@@ -23,7 +24,7 @@ export const overlay = defineRule({
   inputs: (_: RumCtx) => ({}),
   output: ({ vm }) => vm.path('overlay'),
   build: async ({ ctx, upstream, action, notice }) => {
-    const { createOverlay, imageInfo } = await import('../src/image/qemu-img.js');
+    const { check, createOverlay, imageInfo } = await import('../src/image/qemu-img.js');
     const base = upstream('base-image').data as unknown as BaseData;
     const path = ctx.vm.path('overlay');
     const exists = await stat(path).then(() => true, () => false);
@@ -36,7 +37,14 @@ export const overlay = defineRule({
     const size = Math.max(ctx.config.resources.disk, base.virtualSize);
     if (size > ctx.config.resources.disk)
       notice(`resources.disk is smaller than the image (${base.virtualSize} bytes): using the image's size`);
-    await produceAtomic(path, (tmp) => createOverlay(tmp, { backing: base.path, backingFormat: base.format, sizeBytes: size }));
+    // Verified before it takes the disk's name: qemu-img can meet a full disk and still exit 0.
+    await produceAtomic(path, (tmp) => createOverlay(tmp, { backing: base.path, backingFormat: base.format, sizeBytes: size }), {
+      needed: 256 * 1024, // a fresh overlay's metadata: ~200 KiB up to a 1 TiB disk
+      verify: async (tmp) => {
+        const [info, sound] = await Promise.all([imageInfo(tmp), check(tmp, 'qcow2')]);
+        if (!sound.ok || info.backingFile !== base.path) throw new RumError('IMAGE', `the new disk ${tmp} is not sound: ${sound.ok ? 'wrong backing file' : sound.message}`);
+      },
+    });
     // Its identity is its creation, not its ever-changing content.
     return { digest: digestOf(`overlay:${base.path}:${ctx.generation}`), data: { size } };
   },

@@ -3,6 +3,7 @@
 import kleur from 'kleur';
 import { formatDiagnostic } from '../config/frame.js';
 import { ConfigError, exitCodes, isRumError } from '../errors.js';
+import { asNoSpace } from '../files/space.js';
 import { describeReason, type Outcome, type RunEvent } from '../graph/events.js';
 import type { Plan, PlannedNode } from '../graph/plan.js';
 import type { RunResult } from '../graph/execute.js';
@@ -152,6 +153,7 @@ export class Output {
   /** Renders any error; returns the exit status. The only place a failure becomes text. */
   error(err: unknown): number {
     this.clearSpinner();
+    err = asNoSpace(err, undefined); // wherever a full disk surfaced, it is not a bug
     const k = this.ek;
     if (err instanceof ConfigError) {
       if (this.json) this.data({ error: { code: err.code, message: err.message, diagnostics: err.diagnostics } });

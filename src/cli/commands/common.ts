@@ -1,6 +1,7 @@
 // What the graph commands share: options, and running a plan under the VM's lock with Ctrl-C
 // cancelling cleanly.
 import { exitCodes, RumError } from '../../errors.js';
+import { asNoSpace } from '../../files/space.js';
 import { execute, type RunResult } from '../../graph/execute.js';
 import { describeReason } from '../../graph/events.js';
 import { makePlan, type Plan, type PlannedNode, type PlanOptions } from '../../graph/plan.js';
@@ -90,7 +91,8 @@ export async function refuseLost(lost: PlannedNode[]): Promise<never> {
 export function throwIfFailed(result: RunResult): void {
   if (result.interrupted) throw new RumError('INTERRUPTED', 'interrupted: nothing was left half-written', 'run the command again to finish');
   if (!result.failure) return;
-  const { node, error } = result.failure;
+  const { node } = result.failure;
+  const error = asNoSpace(result.failure.error, undefined);
   if (error instanceof RumError) throw new RumError(error.code, `${node}: ${error.message}`, error.hint, { cause: error });
   throw new RumError('BUG', `${node}: ${(error as Error)?.stack ?? String(error)}`, 'please report it with the output above');
 }
