@@ -12,6 +12,8 @@ export interface ImageInfo {
   actualSize?: number; // bytes the file takes on the host
   backingFile?: string; // as written in the image (may be relative to it)
   backingFormat?: string;
+  dataFile?: string; // qcow2 only: an external file holding the guest data, as written in the image
+  corrupt?: boolean; // qcow2 only: QEMU found an inconsistency and marked the image
 }
 
 export interface CheckResult {
@@ -38,6 +40,9 @@ export async function imageInfo(path: string): Promise<ImageInfo> {
   if (typeof j['actual-size'] === 'number') info.actualSize = j['actual-size'];
   if (typeof j['backing-filename'] === 'string') info.backingFile = j['backing-filename'];
   if (typeof j['backing-filename-format'] === 'string') info.backingFormat = j['backing-filename-format'];
+  const specific = (j['format-specific'] as { data?: Record<string, unknown> } | undefined)?.data;
+  if (typeof specific?.['data-file'] === 'string') info.dataFile = specific['data-file'];
+  if (specific?.corrupt === true) info.corrupt = true;
   return info;
 }
 
@@ -72,10 +77,11 @@ export async function resize(path: string, sizeBytes: number, format?: ImageForm
 
 /**
  * qemu-img's consistency check. Leaked clusters waste space but lose nothing, so they are ok;
- * formats without a check (raw) are ok too.
+ * formats without a check (raw) are ok too. `forceShare`: for a base image a running VM may
+ * hold open (read-only, as its backing file).
  */
-export async function check(path: string, format?: ImageFormat): Promise<CheckResult> {
-  const args = ['check', '--output=json', ...(format ? ['-f', format] : []), '--', path];
+export async function check(path: string, format?: ImageFormat, opts: { forceShare?: boolean } = {}): Promise<CheckResult> {
+  const args = ['check', ...(opts.forceShare ? ['--force-share'] : []), '--output=json', ...(format ? ['-f', format] : []), '--', path];
   const out = await qemuImg(args, { exitCodes: [0, 2, 3, 63] });
   if (out.exitCode === 63) return { ok: true, message: 'this format has no consistency check' };
   let j: Record<string, unknown> = {};

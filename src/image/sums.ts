@@ -1,5 +1,8 @@
-// Owns: reading checksum lists (SHA256SUMS, SHA512SUMS) and `algo:hex` checksums.
-// Not: fetching them (download.ts) or deciding which file to look up (shorthands.ts, cache.ts).
+// Owns: reading checksum lists (SHA256SUMS, SHA512SUMS) and `algo:hex` checksums, and taking a
+// file's checksum. Not: fetching them (download.ts) or deciding which file to look up
+// (shorthands.ts, cache.ts).
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { RumError } from '../errors.js';
 
 export type HashAlgo = 'sha256' | 'sha512';
@@ -37,6 +40,16 @@ export function parseChecksum(text: string): Checksum {
 
 export function formatChecksum(c: Checksum): string {
   return `${c.algo}:${c.hex}`;
+}
+
+/** The file's whole content hashed with `algo` (lowercase hex). */
+export async function fileChecksum(path: string, algo: HashAlgo, signal?: AbortSignal): Promise<Checksum> {
+  const h = createHash(algo);
+  // Large reads: a multi-GB image is read in far fewer syscalls than with the 64 KiB default.
+  for await (const chunk of createReadStream(path, { highWaterMark: 4 * 2 ** 20, signal }) as AsyncIterable<Buffer>) {
+    h.update(chunk);
+  }
+  return { algo, hex: h.digest('hex') };
 }
 
 /**
