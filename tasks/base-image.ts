@@ -1,11 +1,21 @@
-// Owns: the base cloud image: a local path used in place (digested, stat-cached), or a URL or
-// shorthand downloaded once into the shared, content-addressed cache and verified first.
+// Owns: the base cloud image: a local path used in place (verified, digested, stat-cached), or a
+// URL or shorthand downloaded once into the shared, content-addressed cache and verified first.
+// Either way it is checked to be a disk image that stands alone (src/image/inspect.ts).
 import { isAbsolute, resolve } from 'node:path';
-import { RumError } from '../src/errors.js';
 import { digestOf, type Digest } from '../src/graph/digest.js';
-import { defineRule } from '../src/graph/rule.js';
+import { defineRule, type Output } from '../src/graph/rule.js';
+import { digestibleOrAbsent } from '../src/image/local.js';
+import { isStamp, stampChange, type FileStamp } from '../src/image/stamp.js';
 import { fileExists } from './checks.js';
 import type { RumCtx } from './context.js';
+
+/** What dependents read (overlay, domain-xml). `stamp`: a cached image's, as it was verified. */
+interface BaseData {
+  path: string;
+  format: string;
+  virtualSize: number;
+  stamp?: FileStamp;
+}
 
 type Source = { kind: 'path'; path: string } | { kind: 'url'; url: string; sums?: { url: string; algo: 'sha256' | 'sha512'; fileName: string } };
 
@@ -37,33 +47,44 @@ export const baseImage = defineRule({
   inputs: (c: RumCtx) => ({ 'image.base': localPath(c) ?? c.config.image.base, 'image.checksum': c.config.image.checksum }),
   files: (c: RumCtx): Record<string, string> => {
     const path = localPath(c);
-    return path ? { 'image.base': path } : {};
+    // Not a directory or an unreadable file: build() then says what is wrong with it, where
+    // the engine's digest would only throw EISDIR or EACCES.
+    return path && digestibleOrAbsent(path) ? { 'image.base': path } : {};
   },
   output: () => undefined,
-  build: async ({ ctx, inputs, progress, signal, digestFile }) => {
-    const { imageInfo } = await import('../src/image/qemu-img.js');
+  build: async ({ ctx, inputs, progress, signal, digestFile }): Promise<Output> => {
     const s = await source(ctx);
+    const pinned = inputs['image.checksum'] as string | undefined;
+    const { parseChecksum } = await import('../src/image/sums.js');
+    const checksum = pinned ? parseChecksum(pinned) : undefined;
     if (s.kind === 'path') {
-      const info = await imageInfo(s.path).catch((err: unknown) => {
-        throw new RumError('IMAGE', `image.base ${s.path} is not a usable disk image: ${(err as Error).message}`, 'point image.base at a qcow2 or raw cloud image', { cause: err });
-      });
-      if (info.backingFile) throw new RumError('IMAGE', `image.base ${s.path} has a backing file of its own`, 'flatten it first: qemu-img convert -O qcow2 IN OUT');
+      const { checkLocalImage } = await import('../src/image/local.js');
+      if (checksum) progress('verifying image.checksum');
+      const info = await checkLocalImage(s.path, { ...(checksum ? { checksum } : {}), signal });
       return { digest: await digestFile(s.path), data: { path: s.path, format: info.format, virtualSize: info.virtualSize } };
     }
-    const [{ ensureImage }, { parseChecksum }] = await Promise.all([import('../src/image/cache.js'), import('../src/image/sums.js')]);
-    const checksum = inputs['image.checksum'] as string | undefined;
+    const { ensureImage } = await import('../src/image/cache.js');
     const img = await ensureImage(s.url, {
-      ...(checksum ? { checksum: parseChecksum(checksum) } : {}),
+      ...(checksum ? { checksum } : {}),
       ...(s.sums ? { sums: s.sums } : {}),
       signal,
       onWait: () => progress('waiting for another rum downloading the same image'),
       onProgress: (p) => progress(downloadLine(p), p.total ? p.received / p.total : undefined),
     });
-    return { digest: digestOf(img.digest) as Digest, data: { path: img.path, format: img.format, virtualSize: img.virtualSize } };
+    return {
+      digest: digestOf(img.digest) as Digest,
+      data: { path: img.path, format: img.format, virtualSize: img.virtualSize, stamp: { ...img.stamp } },
+    };
   },
-  check: async ({ previous }) => {
-    const path = (previous?.data as { path?: string } | undefined)?.path;
-    return path ? fileExists(path) : { ok: false, why: 'no image recorded' };
+  // Asked every run, so only a stat: a cached image whose stamp moved is rebuilt, which confirms
+  // its digest (or fetches it again) before anything boots from it.
+  check: async ({ ctx, previous }) => {
+    const data = previous?.data as Partial<BaseData> | undefined;
+    if (!data?.path) return { ok: false, why: 'no image recorded' };
+    if (localPath(ctx)) return fileExists(data.path); // its content is in the key: the engine digests it
+    if (!isStamp(data.stamp)) return { ok: false, why: `${data.path} was recorded by an older rum: it is verified once more` };
+    const why = await stampChange(data.path, data.stamp);
+    return why === undefined ? { ok: true } : { ok: false, why };
   },
 });
 

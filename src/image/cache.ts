@@ -2,14 +2,14 @@
 // digest, and a lock per URL so that concurrent runs download an image once.
 // Not: the build graph (tasks/base-image.ts decides when to call this), shorthands, rendering.
 //
-//   <cache>/sha512-<hex>.img        an image, placed only after its digest matched; never rewritten
-//   <cache>/by-url/<key>.json       the last image a URL gave: digest, file, format, stat
+//   <cache>/sha512-<hex>.img        an image, renamed in only once whole, its digest matched and
+//                                   inspect.ts accepted it; never rewritten (a damaged one is removed)
+//   <cache>/by-url/<key>.json       the last image a URL gave: digest, file, format, stamp
 //   <cache>/by-url/<key>.lock       held while that URL is being fetched (PID + token inside)
 //   <cache>/incoming/<key>.img*     a download in progress (its .partial is resumed by the next run)
 // <key> is the first 32 hex digits of the URL's sha256. Nothing outside <cache> is ever deleted.
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { link, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { link, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join, resolve, sep } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -17,8 +17,10 @@ import { RumError } from '../errors.js';
 import { fsyncDir, writeAtomic } from '../files/atomic.js';
 import { imageCacheDir } from '../paths.js';
 import { checksumFromSums, download, type DownloadOptions, type DownloadProgress } from './download.js';
-import { imageInfo, type ImageFormat } from './qemu-img.js';
-import { formatChecksum, type Checksum, type HashAlgo } from './sums.js';
+import { inspectBaseImage } from './inspect.js';
+import type { ImageFormat, ImageInfo } from './qemu-img.js';
+import { isStamp, sameStamp, stampOf, type FileStamp } from './stamp.js';
+import { fileChecksum, formatChecksum, type Checksum, type HashAlgo } from './sums.js';
 
 export interface EnsureImageOptions {
   /** The digest the image must have (image.checksum). Wins over `sums`. */
@@ -49,20 +51,23 @@ export interface CachedImage {
   virtualSize: number;
   downloaded: boolean; // false: served from the cache
   verified: boolean; // false: no checksum was pinned or listed, the digest is only what arrived
+  /** The file as it was verified: compare a later stat with it (stamp.ts) to notice a change. */
+  stamp: FileStamp;
 }
 
-interface UrlEntry {
+/** The file's stamp as last verified: while the file still has it, its digest is not recomputed. */
+interface UrlEntry extends FileStamp {
   url: string;
   digest: string;
-  file: string; // name inside the cache dir
+  file: string; // name inside the cache dir, always the one `digest` gives
   format: ImageFormat;
   virtualSize: number;
   verified: boolean;
-  // the file as last seen: when these still match, the digest is not recomputed
-  size: number;
-  mtimeMs: number;
-  ino: number;
+  inspected?: number; // INSPECTION, once inspectBaseImage accepted the file
 }
+
+/** Bump when inspect.ts refuses more than it did: entries recorded before are inspected again. */
+const INSPECTION = 1;
 
 const LOCK_POLL_MS = 200;
 /** A lock file this old with no readable owner was left by a crash between create and write. */
@@ -74,7 +79,7 @@ const UNREADABLE_LOCK_STALE_MS = 10_000;
  * already cached (from any URL) makes none either.
  */
 export async function ensureImage(url: string, opts: EnsureImageOptions = {}): Promise<CachedImage> {
-  const cache = new ImageCache(opts.cacheDir ?? imageCacheDir());
+  const cache = new ImageCache(opts.cacheDir ?? imageCacheDir(), opts.signal);
   await cache.prepare();
   const key = urlKey(url);
 
@@ -94,7 +99,10 @@ export async function ensureImage(url: string, opts: EnsureImageOptions = {}): P
 
 class ImageCache {
   readonly dir: string;
-  constructor(dir: string) {
+  constructor(
+    dir: string,
+    private readonly signal?: AbortSignal,
+  ) {
     this.dir = resolve(dir);
   }
 
@@ -112,14 +120,11 @@ class ImageCache {
   private incomingPath(key: string): string {
     return join(this.dir, 'incoming', `${key}.img`);
   }
-  private imageName(c: Checksum): string {
-    return `${c.algo}-${c.hex}.img`;
-  }
 
   /** A cached answer, without touching the network: the URL's entry, or the pinned digest's file. */
   async lookup(url: string, key: string, opts: EnsureImageOptions): Promise<CachedImage | undefined> {
     if (!opts.refresh) {
-      const entry = await this.readEntry(key);
+      const entry = await this.readEntry(this.entryPath(key));
       if (entry && entry.url === url && (!opts.checksum || entry.digest === formatChecksum(opts.checksum))) {
         const hit = await this.confirm(entry, key);
         if (hit) return hit;
@@ -129,7 +134,7 @@ class ImageCache {
     return undefined;
   }
 
-  /** Download (under the URL's lock), verify, place by digest, record. */
+  /** Download (under the URL's lock), verify, inspect, place by digest, record. */
   async fetch(url: string, key: string, opts: EnsureImageOptions): Promise<CachedImage> {
     let expected = opts.checksum;
     if (!expected && opts.sums) {
@@ -139,93 +144,167 @@ class ImageCache {
     }
     const incoming = this.incomingPath(key);
     await this.remove(incoming); // a leftover of a crash after the download's own rename
+    // download() renames into `incoming` only a whole file whose digest matched, after an fsync.
     const got = await download(url, incoming, {
       ...opts.download,
       expected,
       onProgress: opts.onProgress,
       signal: opts.signal,
     });
-    const final = join(this.dir, this.imageName(got.checksum));
-    if (await exists(final)) {
+    // Inspected before the rename into the cache, so that a file there is always an image rum
+    // accepts: another run may pick it up by its name the moment it appears.
+    let info: ImageInfo;
+    try {
+      info = await inspectBaseImage(incoming, url, 'download');
+    } catch (err) {
+      await this.remove(incoming);
+      throw err;
+    }
+    const final = join(this.dir, imageName(got.checksum));
+    let stamp = await this.intact(final, got.checksum);
+    if (stamp) {
       await this.remove(incoming); // the same bytes came from another URL before
     } else {
-      await rename(incoming, final);
+      await rename(incoming, final); // incoming/ is inside the cache: the same filesystem
       await fsyncDir(this.dir);
+      stamp = stampOf(await stat(final));
     }
-    const placed = await this.record(url, key, final, got.checksum, expected !== undefined);
+    const placed = await this.record(url, key, final, got.checksum, expected !== undefined, stamp, info);
     return { ...placed, downloaded: true };
   }
 
-  /** The image with digest `c`, if cached; recorded as this URL's. */
+  /** The image with digest `c`, if cached and intact; recorded as this URL's. */
   private async byDigest(url: string, key: string, c: Checksum, verified: boolean): Promise<CachedImage | undefined> {
-    const path = join(this.dir, this.imageName(c));
-    if (!(await exists(path))) return undefined;
-    return this.record(url, key, path, c, verified);
+    const path = join(this.dir, imageName(c));
+    const stamp = await this.intact(path, c);
+    if (!stamp) return undefined;
+    return this.record(url, key, path, c, verified, stamp);
   }
 
-  /** Inspect a placed image and remember it as `url`'s. */
-  private async record(url: string, key: string, path: string, c: Checksum, verified: boolean): Promise<CachedImage> {
-    const info = await imageInfo(path);
-    if (info.backingFile !== undefined) {
-      await this.remove(path);
-      throw new RumError(
-        'IMAGE',
-        `${url} is an overlay on ${info.backingFile}, not a self-contained image`,
-        'a base image may not name a backing file: it could make the VM read any host file',
-      );
-    }
-    const st = await stat(path);
+  /** Remember the image at `path` (verified, with `stamp`) as `url`'s; inspected unless `info` is given. */
+  private async record(
+    url: string,
+    key: string,
+    path: string,
+    c: Checksum,
+    verified: boolean,
+    stamp: FileStamp,
+    info?: ImageInfo,
+  ): Promise<CachedImage> {
+    const accepted = info ?? (await inspectBaseImage(path, url, 'download'));
     const entry: UrlEntry = {
       url,
       digest: formatChecksum(c),
-      file: path.slice(this.dir.length + 1),
-      format: info.format,
-      virtualSize: info.virtualSize,
+      file: imageName(c),
+      format: accepted.format,
+      virtualSize: accepted.virtualSize,
       verified,
-      size: st.size,
-      mtimeMs: st.mtimeMs,
-      ino: st.ino,
+      inspected: INSPECTION,
+      ...stamp,
     };
-    await writeAtomic(this.entryPath(key), JSON.stringify(entry, null, 2) + '\n');
-    return { path, digest: entry.digest, format: info.format, virtualSize: info.virtualSize, downloaded: false, verified };
+    await this.writeEntry(key, entry);
+    return this.answer(entry);
   }
 
   /**
-   * Check an entry against its file. Unchanged stat: trusted as is. Changed: the digest is
-   * recomputed; a file that no longer matches is removed and the entry forgotten.
+   * Check an entry against its file. Unchanged stamp: trusted as is. Changed: the digest is
+   * recomputed; a file that no longer matches is removed and the entry forgotten, so that the
+   * caller fetches it again. An entry older than the current inspection is inspected again.
    */
-  private async confirm(entry: UrlEntry, key: string): Promise<CachedImage | undefined> {
-    if (!/^sha(256|512)-[0-9a-f]+\.img$/.test(entry.file)) return undefined; // not an entry we wrote
+  private async confirm(entry: UrlEntry & Checksum, key: string): Promise<CachedImage | undefined> {
     const path = join(this.dir, entry.file);
     const st = await stat(path).catch(() => undefined);
     if (!st) return undefined;
-    const result = {
-      path,
-      digest: entry.digest,
-      format: entry.format,
-      virtualSize: entry.virtualSize,
-      downloaded: false,
-      verified: entry.verified,
-    };
-    if (st.size === entry.size && st.mtimeMs === entry.mtimeMs && st.ino === entry.ino) return result;
-    const [algo, hex] = entry.digest.split(':') as [HashAlgo, string];
-    if ((await hashFile(path, algo)) === hex) {
-      const seen = { ...entry, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino };
-      await writeAtomic(this.entryPath(key), JSON.stringify(seen, null, 2) + '\n');
-      return result;
+    let seen = entry;
+    const now = stampOf(st);
+    if (!sameStamp(now, entry)) {
+      if ((await this.hash(path, entry.algo)) !== entry.hex) {
+        await this.removeIfStill(path, now);
+        await this.remove(this.entryPath(key));
+        return undefined;
+      }
+      seen = { ...seen, ...now };
     }
-    await this.remove(path);
-    await this.remove(this.entryPath(key));
+    if (seen.inspected !== INSPECTION) {
+      const info = await inspectBaseImage(path, entry.url, 'download');
+      seen = { ...seen, format: info.format, virtualSize: info.virtualSize, inspected: INSPECTION };
+    }
+    if (seen !== entry) await this.writeEntry(key, seen);
+    return this.answer(seen);
+  }
+
+  /**
+   * The stamp of the file at `path` when its content has digest `c`: vouched for by an entry
+   * that recorded this very stamp, or else hashed. A file that hashes otherwise is removed: it
+   * must not be found by its name again.
+   */
+  private async intact(path: string, c: Checksum): Promise<FileStamp | undefined> {
+    const st = await stat(path).catch(() => undefined);
+    if (!st) return undefined;
+    const now = stampOf(st); // taken before the hash: a change during it shows at the next look
+    if (await this.vouched(imageName(c), now)) return now;
+    if ((await this.hash(path, c.algo)) === c.hex) return now;
+    await this.removeIfStill(path, now);
     return undefined;
   }
 
-  private async readEntry(key: string): Promise<UrlEntry | undefined> {
+  /** The file's digest (hex); undefined when it vanished meanwhile (another run removed it). */
+  private async hash(path: string, algo: HashAlgo): Promise<string | undefined> {
     try {
-      const e = JSON.parse(await readFile(this.entryPath(key), 'utf8')) as UrlEntry;
-      return typeof e.url === 'string' && typeof e.file === 'string' && typeof e.digest === 'string' ? e : undefined;
+      return (await fileChecksum(path, algo, this.signal)).hex;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+
+  /** Some URL's entry recorded `file` with this stamp: it is unchanged since it was verified. */
+  private async vouched(file: string, now: FileStamp): Promise<boolean> {
+    const names = await readdir(join(this.dir, 'by-url')).catch(() => [] as string[]);
+    for (const name of names.filter((n) => n.endsWith('.json'))) {
+      const e = await this.readEntry(join(this.dir, 'by-url', name));
+      if (e?.file === file && sameStamp(e, now)) return true;
+    }
+    return false;
+  }
+
+  private answer(e: UrlEntry): CachedImage {
+    const stamp = { size: e.size, mtimeMs: e.mtimeMs, ino: e.ino };
+    return { path: join(this.dir, e.file), digest: e.digest, format: e.format, virtualSize: e.virtualSize, downloaded: false, verified: e.verified, stamp };
+  }
+
+  /** An entry we wrote: its file is the one its digest names, so a changed entry cannot point elsewhere. */
+  private async readEntry(path: string): Promise<(UrlEntry & Checksum) | undefined> {
+    try {
+      const e = JSON.parse(await readFile(path, 'utf8')) as UrlEntry;
+      const c = parseDigest(e.digest);
+      const ok =
+        typeof e.url === 'string' &&
+        c !== undefined &&
+        e.file === imageName(c) &&
+        typeof e.format === 'string' &&
+        typeof e.virtualSize === 'number' &&
+        typeof e.verified === 'boolean' &&
+        isStamp(e);
+      return ok ? { ...e, ...c } : undefined;
     } catch {
       return undefined; // missing or unreadable: a miss
     }
+  }
+
+  private async writeEntry(key: string, e: UrlEntry): Promise<void> {
+    const { url, digest, file, format, virtualSize, verified, inspected, size, mtimeMs, ino } = e;
+    const clean: UrlEntry = { url, digest, file, format, virtualSize, verified, inspected, size, mtimeMs, ino };
+    await writeAtomic(this.entryPath(key), JSON.stringify(clean, null, 2) + '\n');
+  }
+
+  /**
+   * Remove a file found damaged, unless it changed since it was hashed: another run may have
+   * just renamed a fresh, verified copy into its place.
+   */
+  private async removeIfStill(path: string, hashed: FileStamp): Promise<void> {
+    const st = await stat(path).catch(() => undefined);
+    if (st && sameStamp(stampOf(st), hashed)) await this.remove(path);
   }
 
   /** rm, refusing anything outside the cache directory. */
@@ -236,21 +315,20 @@ class ImageCache {
   }
 }
 
+function imageName(c: Checksum): string {
+  return `${c.algo}-${c.hex}.img`;
+}
+
+/** `sha256:<hex>` or `sha512:<hex>` as an entry holds it; undefined for anything else. */
+function parseDigest(text: unknown): Checksum | undefined {
+  const m = typeof text === 'string' ? /^(sha256|sha512):([0-9a-f]+)$/.exec(text) : null;
+  if (!m) return undefined;
+  const algo = m[1] as HashAlgo;
+  return m[2]!.length === (algo === 'sha256' ? 64 : 128) ? { algo, hex: m[2]! } : undefined;
+}
+
 export function urlKey(url: string): string {
   return createHash('sha256').update(url).digest('hex').slice(0, 32);
-}
-
-async function exists(path: string): Promise<boolean> {
-  return stat(path).then(
-    () => true,
-    () => false,
-  );
-}
-
-async function hashFile(path: string, algo: HashAlgo): Promise<string> {
-  const h = createHash(algo);
-  for await (const chunk of createReadStream(path) as AsyncIterable<Buffer>) h.update(chunk);
-  return h.digest('hex');
 }
 
 // --- the per-URL lock ----------------------------------------------------------------------------

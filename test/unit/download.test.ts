@@ -43,6 +43,14 @@ function isImageError(err: unknown): boolean {
   return err instanceof RumError && err.code === 'IMAGE';
 }
 
+/** Random bytes that pass for a raw disk: big enough, and the boot signature ending sector 0. */
+function rawDisk(size = SIZE): Buffer {
+  const b = randomBytes(size);
+  b[510] = 0x55;
+  b[511] = 0xaa;
+  return b;
+}
+
 /** A small real image made by qemu-img, as bytes to serve. */
 function qemuImage(dir: string, name: string, format: 'qcow2' | 'raw', extra: string[] = []): Promise<Buffer> {
   const p = join(dir, name);
@@ -286,7 +294,7 @@ test('SUMS: a shorthand pointed at the local server through the mirror is looked
 
 test('the cache: a second ensureImage of a URL makes no request; a pinned digest is found by content', async (t) => {
   const [dir, srv] = [await scratch(t), await server(t)];
-  const raw = randomBytes(SIZE);
+  const raw = rawDisk();
   srv.file('/one.img', { body: raw });
   const cacheDir = join(dir, 'cache');
   const checksum = { algo: 'sha256' as const, hex: sha('sha256', raw) };
@@ -328,7 +336,7 @@ test('the cache: a mismatch leaves the cache without an image or an entry', asyn
 
 test('the cache: two concurrent ensureImage calls download once', async (t) => {
   const [dir, srv] = [await scratch(t), await server(t)];
-  const body = randomBytes(SIZE);
+  const body = rawDisk();
   srv.file('/img', { body });
   const cacheDir = join(dir, 'cache');
   const checksum = { algo: 'sha256' as const, hex: sha('sha256', body) };
@@ -343,7 +351,7 @@ test('the cache: two concurrent ensureImage calls download once', async (t) => {
 
 test('the cache: a lock left by a dead process is taken over', async (t) => {
   const [dir, srv] = [await scratch(t), await server(t)];
-  const body = randomBytes(1000);
+  const body = rawDisk();
   srv.file('/img', { body });
   const cacheDir = join(dir, 'cache');
   const dead = spawnSync('true').pid; // exited: its PID names no process (barring reuse)
@@ -363,6 +371,8 @@ test('the cache: an image with a backing file is refused', async (t) => {
   const cacheDir = join(dir, 'cache');
   await assert.rejects(ensureImage(srv.url('/evil.qcow2'), { cacheDir }), /not a self-contained image/);
   assert.deepEqual((await readdir(cacheDir)).filter((f) => f.endsWith('.img')), []);
+  assert.deepEqual(await readdir(join(cacheDir, 'incoming')), [], 'refused before it was renamed into the cache');
+  assert.deepEqual((await readdir(join(cacheDir, 'by-url'))).filter((f) => f.endsWith('.json')), []);
 });
 
 test('qemu-img: info on qcow2 and raw, overlay, resize, check', async (t) => {

@@ -32,7 +32,8 @@ async function setup(t: TestContext) {
   const { ca, key, cert } = makeCa(dir);
   const server = await TestHttpServer.start({ tls: { key, cert } });
   t.after(() => server.close());
-  const image = Buffer.alloc(64 * 1024, 7); // a raw disk image, as far as qemu-img is concerned
+  const image = Buffer.alloc(2 ** 20, 7); // a raw disk to rum: 1 MiB with a boot signature
+  image.writeUInt16BE(0x55aa, 510);
   server.file('/disk.img', { body: image });
   const proj = join(dir, 'proj');
   execFileSync('mkdir', [proj]);
