@@ -14,6 +14,7 @@ import { createSecureContext, rootCertificates, type SecureContext } from 'node:
 import { basename, dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { RumError } from '../errors.js';
+import { isNoSpace, noSpaceError } from '../files/space.js';
 import { fsyncDir, writeAtomic } from '../files/atomic.js';
 import { deferredCaPem } from '../net/extra-ca.js';
 import { findSum, type Checksum, type HashAlgo } from './sums.js';
@@ -245,7 +246,7 @@ async function fetchToPartial(url: string, partial: string, algo: HashAlgo, opts
           hasher.update(chunk);
           hashed += chunk.length;
           received += chunk.length;
-          await writeChunk(fh, chunk, partial);
+          await writeChunk(fh, chunk, partial, total);
           meter.add(hashed);
         }
         if (total !== undefined && hashed < total) {
@@ -471,22 +472,19 @@ async function openPartial(partial: string, append: boolean): Promise<FileHandle
   }
 }
 
-async function writeChunk(fh: FileHandle, chunk: Buffer, partial: string): Promise<void> {
+async function writeChunk(fh: FileHandle, chunk: Buffer, partial: string, total: number | undefined): Promise<void> {
   try {
     await fh.write(chunk);
   } catch (err) {
-    throw fileError(err, partial);
+    throw fileError(err, partial, total);
   }
 }
 
-function fileError(err: unknown, path: string): RumError {
+/** `total`: the whole file's size, when known: what a full disk needed room for. */
+function fileError(err: unknown, path: string, total?: number): RumError {
+  if (isNoSpace(err)) return noSpaceError(path, total, err);
   const code = (err as NodeJS.ErrnoException).code;
-  return new RumError(
-    'IMAGE',
-    `cannot write ${path}: ${code ?? String(err)}`,
-    code === 'ENOSPC' ? `the disk is full: free space in ${dirname(path)}` : undefined,
-    { cause: err },
-  );
+  return new RumError('IMAGE', `cannot write ${path}: ${code ?? String(err)}`, undefined, { cause: err });
 }
 
 async function hashPrefix(path: string, length: number, hasher: Hash, signal: AbortSignal | undefined): Promise<void> {

@@ -2,10 +2,12 @@
 // out in turn) the command ends with one clear error naming the filesystem, leaves no temp file
 // and nothing half-written, and once there is room the next run converges. Needs root (mount).
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { execa } from 'execa';
+import { TestHttpServer } from '../helpers/http-server.js';
 import { run, rumBin, scratchProject } from '../helpers/rig.js';
 import { tally } from '../helpers/tally.js';
 
@@ -52,3 +54,38 @@ test('out of space in the VM directory: a clean error at every size, then conver
   await rmdir(fs);
   tally('fault', 'VM directory out of space (tmpfs of 4-200 KiB)', sizes.length, held);
 });
+
+test('out of space in the image cache: a clean error naming it, then the download converges', { skip: !root && 'needs root to mount a small tmpfs' }, async (t) => {
+  const srv = await TestHttpServer.start();
+  t.after(() => srv.close());
+  const image = Buffer.alloc(3 * 2 ** 20, 1); // a raw disk to rum: boot signature at 510
+  image.writeUInt16BE(0x55aa, 510);
+  srv.file('/disk.raw', { body: image });
+  const checksum = `sha256:${createHash('sha256').update(image).digest('hex')}`;
+  const p = await scratchProject(t, { image: { base: srv.url('/disk.raw'), checksum } });
+  const fs = join(p.root, 'cache');
+  await mkdir(fs);
+  await execa('mount', ['-t', 'tmpfs', '-o', 'size=1m,mode=0755', 'tmpfs', fs]);
+  try {
+    const r = await execa(process.execPath, [rumBin, 'build', 'base-image'], { cwd: p.dir, env: p.env, reject: false, stdin: 'ignore' });
+    assert.equal(r.exitCode, 11, r.stderr);
+    assert.match(r.stderr, new RegExp(`error: .*out of space on ${fs} writing ${fs}/rum/.*\\(.*free, 3\\.0 MiB needed\\)`));
+    noTmp(await listAll(fs));
+    await execa('mount', ['-o', 'remount,size=16m', fs]);
+    const again = await execa(process.execPath, [rumBin, 'build', 'base-image'], { cwd: p.dir, env: p.env, reject: false, stdin: 'ignore' });
+    assert.equal(again.exitCode, 0, again.stderr);
+    noTmp(await listAll(fs));
+    const third = await execa(process.execPath, [rumBin, 'build', 'base-image', '--json'], { cwd: p.dir, env: p.env, reject: false, stdin: 'ignore' });
+    assert.deepEqual(JSON.parse(third.stdout).built, []);
+    tally('fault', 'image cache out of space', 1, 1);
+  } finally {
+    await execa('umount', [fs]);
+  }
+});
+
+async function listAll(dir: string): Promise<string[]> {
+  return (await readdir(dir, { recursive: true })).map(String);
+}
+function noTmp(files: string[]): void {
+  assert.deepEqual(files.filter((f) => /\.tmp-\d+-\d+$/.test(f)), [], `temp files left: ${files}`);
+}
