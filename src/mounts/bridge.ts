@@ -1,12 +1,14 @@
 // Owns: the host half of the inotify bridge: watching each mount's host directory, folding
 // changes into batches, telling a replay's echo from a real change, and keeping one connection
-// to the guest alive across reboots. Not: what the guest does with a path (replay.ts), rum.yaml,
-// or wording anything for the user (the CLI renders BridgeEvent).
+// to the guest alive across reboots. Not: what the guest does with a path (replay.ts), what an
+// ignore: pattern matches (ignore.ts), rum.yaml, or wording anything for the user (the CLI
+// renders BridgeEvent).
 import { lstatSync } from 'node:fs';
 import { realpath } from 'node:fs/promises';
 import { dirname, posix, relative } from 'node:path';
 import { watch as chokidarWatch, type FSWatcher } from 'chokidar';
 import { RumError } from '../errors.js';
+import { compileIgnore, type IgnoreMatcher } from './ignore.js';
 import { GuestReplayer, type ReplayAck, type ReplayRecord, type SessionLike } from './replay.js';
 
 export type { SessionLike } from './replay.js';
@@ -449,107 +451,3 @@ async function sleepUnlessStopped(ms: number, signal: AbortSignal): Promise<void
     }
   });
 }
-
-// ---------------------------------------------------------------------------------------------
-// Ignore patterns
-
-/** relPath uses '/'; isDir undefined: not known, so directory-only patterns do not match. */
-export type IgnoreMatcher = (relPath: string, isDir?: boolean) => boolean;
-
-// Version control metadata changes on every commit and no watcher in the guest wants it.
-const ALWAYS_IGNORED = new Set(['.git', '.hg', '.svn']);
-
-interface IgnoreRule {
-  negate: boolean;
-  dirOnly: boolean;
-  anchored: boolean; // matched against the path from the mount root, else against each name
-  re: RegExp;
-}
-
-/**
- * The .gitignore subset rum.yaml documents: `*`, `?`, `[...]`, `**` (leading, trailing, middle),
- * a trailing `/` for directories only, a leading or inner `/` to anchor at the mount root, `!`
- * to re-include, `#` comments. As in git, nothing under an ignored directory is re-included.
- */
-export function compileIgnore(patterns: readonly string[]): IgnoreMatcher {
-  const rules = patterns.flatMap(parseIgnoreRule);
-  return (relPath, isDir) => {
-    if (relPath === '' || relPath === '..' || relPath.startsWith('../')) return false; // the root, or outside it
-    const names = relPath.split('/');
-    if (names.some((n) => ALWAYS_IGNORED.has(n))) return true;
-    if (rules.length === 0) return false;
-    let prefix = '';
-    for (let i = 0; i < names.length; i++) {
-      const name = names[i]!;
-      prefix = i === 0 ? name : `${prefix}/${name}`;
-      if (ignoredAt(rules, prefix, name, i < names.length - 1 ? true : isDir)) return true;
-    }
-    return false;
-  };
-}
-
-function ignoredAt(rules: IgnoreRule[], path: string, name: string, isDir: boolean | undefined): boolean {
-  let ignored = false;
-  for (const r of rules) {
-    if (r.negate !== ignored) continue; // cannot change the outcome so far
-    if (r.dirOnly && isDir !== true) continue;
-    if (r.re.test(r.anchored ? path : name)) ignored = !r.negate;
-  }
-  return ignored;
-}
-
-function parseIgnoreRule(line: string): IgnoreRule[] {
-  let p = line.replace(/(?<!\\)\s+$/, '');
-  if (p === '' || p.startsWith('#')) return [];
-  let negate = false;
-  if (p.startsWith('!')) {
-    negate = true;
-    p = p.slice(1);
-  } else if (p.startsWith('\\!') || p.startsWith('\\#')) {
-    p = p.slice(1);
-  }
-  const dirOnly = p.endsWith('/');
-  p = p.replace(/\/+$/, '');
-  const anchored = p.includes('/');
-  p = p.replace(/^\/+/, '');
-  if (p === '') return [];
-  return [{ negate, dirOnly, anchored, re: new RegExp(`^${globToRegExp(p)}$`) }];
-}
-
-function globToRegExp(glob: string): string {
-  let re = '';
-  for (let i = 0; i < glob.length; i++) {
-    const c = glob[i]!;
-    if (c === '*' && glob[i + 1] === '*' && (i === 0 || glob[i - 1] === '/') && (i + 2 === glob.length || glob[i + 2] === '/')) {
-      if (i + 2 === glob.length) {
-        re += '.*'; // "dir/**": everything inside
-        i += 1;
-      } else {
-        re += '(?:.*/)?'; // "**/": any number of directories, none included
-        i += 2;
-      }
-    } else if (c === '*') {
-      re += '[^/]*';
-      while (glob[i + 1] === '*') i++;
-    } else if (c === '?') {
-      re += '[^/]';
-    } else if (c === '[') {
-      const end = glob.indexOf(']', glob[i + 1] === '!' ? i + 3 : i + 2);
-      if (end < 0) {
-        re += '\\[';
-        continue;
-      }
-      let body = glob.slice(i + 1, end).replace(/\\/g, '\\\\');
-      if (body.startsWith('!')) body = `^${body.slice(1)}`;
-      re += `[${body}]`;
-      i = end;
-    } else if (c === '\\' && i + 1 < glob.length) {
-      re += escapeRegExp(glob[++i]!);
-    } else {
-      re += escapeRegExp(c);
-    }
-  }
-  return re;
-}
-
-const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
