@@ -67,9 +67,9 @@ function displayPath(file: string, cwd: string): string {
   return rel !== '' && !rel.startsWith('..') && !isAbsolute(rel) ? rel : file;
 }
 
-// The file is untrusted text headed for a terminal: no escape sequences, no carriage returns.
-// Each control character becomes one replacement character, so columns still line up.
-const visible = (s: string) => s.replace(/[\u0000-\u0008\u000a-\u001f\u007f-\u009f]/g, '\ufffd');
+// The file is untrusted text headed for a terminal: no escape sequences, no carriage returns, no
+// line or paragraph separators. Each becomes one replacement character, so columns still line up.
+const visible = (s: string) => s.replace(/[\u0000-\u0008\u000a-\u001f\u007f-\u009f\u2028\u2029]/g, '\ufffd');
 const oneLine = (s: string) => visible(s.replace(/\r?\n/g, ' '));
 
 /** Terminal cells a character takes: 2 for East Asian wide and emoji, 0 for combining marks. */

@@ -344,6 +344,8 @@ function issueDiagnostics(src: Source, issue: z.core.$ZodIssue): Diagnostic[] {
 function issueHint(issue: z.core.$ZodIssue): string | undefined {
   const input = (issue as { input?: unknown }).input;
   const path = issue.path;
+  // A check that knows the fix says it with its issue (schema.ts, one-line.ts).
+  if (issue.code === 'custom' && typeof issue.params?.hint === 'string') return issue.params.hint;
   if (issue.code === 'invalid_value' && typeof input === 'string') {
     const near = closest(input, issue.values.map(String));
     return near === undefined ? undefined : `did you mean ${JSON.stringify(near)}?`;

@@ -1,6 +1,11 @@
 // Owns: what a valid rum.yaml is. The one source of truth: types, defaults, validation and the
 // JSON Schema (`rum schema`) all come from here. Cross-field and filesystem checks: rules.ts.
+// Every string but the scripts and ignore patterns is one line (one-line.ts): they all end up as
+// a line of user-data, fstab, sources.list, authorized_keys or libvirt XML.
 import { z } from 'zod';
+import { ignorePatternProblem } from '../mounts/ignore.js';
+import { baseProblem, mirrorProblem } from './image-source.js';
+import { notOnOneLine, oneLine } from './one-line.js';
 
 // DNS label: it becomes a directory name, a libvirt domain name and the guest's hostname.
 const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -20,6 +25,9 @@ const OPENSSH_KEY_TYPES = new Set([
   'sk-ssh-ed25519@openssh.com',
   'sk-ecdsa-sha2-nistp256@openssh.com',
 ]);
+// Far below the kernel's ephemeral port range (28,232 ports by default), from which user
+// networking's SSH port is picked around the forwarded ones: rum.yaml alone never leaves it none.
+export const MAX_PORTS = 1024;
 const UNITS: Record<string, number> = { K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
 
 /** `2G` -> bytes (binary units, as libvirt and qemu-img use them). */
@@ -37,8 +45,7 @@ const sizeText = (bytes: number) => {
 };
 
 const size = (what: string, min: number) =>
-  z
-    .string({ error: `${what} must be a size such as 2G or 512M` })
+  oneLine(z.string({ error: `${what} must be a size such as 2G or 512M` }), what)
     .transform((text, ctx) => {
       const bytes = parseSize(text);
       if (bytes === undefined) {
@@ -54,7 +61,7 @@ const size = (what: string, min: number) =>
 
 /** An OpenSSH public key line: `type base64 [comment]`, the blob naming the same type. */
 export function isOpenSshPublicKey(line: string): boolean {
-  if (/[\r\n\0]/.test(line)) return false;
+  if (notOnOneLine(line) !== undefined) return false;
   const [type, b64] = line.trim().split(/\s+/);
   if (!type || !b64 || !OPENSSH_KEY_TYPES.has(type) || !/^[A-Za-z0-9+/]+={0,2}$/.test(b64)) return false;
   const blob = Buffer.from(b64, 'base64');
@@ -63,26 +70,30 @@ export function isOpenSshPublicKey(line: string): boolean {
   return len === type.length && blob.subarray(4, 4 + len).toString('latin1') === type;
 }
 
+/** A refinement for a check that words its own problem, hint included (load.ts shows params.hint). */
+const refuse = (problemOf: (text: string) => { message: string; hint: string } | undefined) => (text: string, ctx: z.RefinementCtx<string>) => {
+  const problem = problemOf(text);
+  if (problem) ctx.addIssue({ code: 'custom', message: problem.message, params: { hint: problem.hint } });
+};
+
 const dnsLabel = (what: string) =>
-  z.string().regex(DNS_LABEL, {
+  oneLine(z.string(), what).regex(DNS_LABEL, {
     message: `${what} must be a DNS label: lowercase letters, digits and '-', 1-63 characters, not starting or ending with '-'`,
   });
 
 export const ImageSchema = z.strictObject({
-  base: z
-    .string()
+  base: oneLine(z.string(), 'image.base')
     .min(1)
-    .refine((s) => !/[\0\r\n]/.test(s), 'image.base must be one line')
+    .superRefine(refuse(baseProblem))
     .describe('A shorthand (debian-12, debian-13, ubuntu-22.04, ubuntu-24.04), an http(s) URL, or a path relative to rum.yaml'),
-  checksum: z
-    .string()
+  checksum: oneLine(z.string(), 'image.checksum')
     .regex(/^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$/, {
       message: 'image.checksum must be sha256:<64 hex digits> or sha512:<128 hex digits>',
     })
     .optional()
     .describe('Verified before the image is trusted; without it, shorthands use the distribution SUMS file'),
-  mirror: z
-    .url({ protocol: /^https?$/, message: 'image.mirror must be an http(s) URL' })
+  mirror: oneLine(z.string(), 'image.mirror')
+    .superRefine(refuse(mirrorProblem))
     .optional()
     .describe('Base URL that replaces the distribution host for shorthands (also: RUM_IMAGE_MIRROR)'),
 });
@@ -98,39 +109,41 @@ export const NetworkSchema = z.strictObject({
     .enum(['nat', 'user'])
     .optional()
     .describe('nat: a libvirt network (system default); user: QEMU user-mode networking (session default)'),
-  name: z
-    .string()
+  name: oneLine(z.string(), 'network.name')
     .regex(/^[A-Za-z0-9_.-]{1,64}$/, { message: 'network.name must be a libvirt network name (letters, digits, _ . -)' })
     .default('default'),
   hostname: dnsLabel('network.hostname').optional().describe('Default: the VM name'),
 });
 
 export const SshSchema = z.strictObject({
-  user: z
-    .string()
+  user: oneLine(z.string(), 'ssh.user')
     .regex(POSIX_USER, { message: 'ssh.user must be a POSIX user name: lowercase letter or _, then [a-z0-9_-], at most 32' })
     .refine((u) => u !== 'root', 'ssh.user may not be root: rum creates the user with passwordless sudo')
     .default('rum'),
   authorized_keys: z
-    .array(z.string().refine(isOpenSshPublicKey, 'not an OpenSSH public key (expected "ssh-ed25519 AAAA... comment")'))
+    .array(
+      oneLine(z.string(), 'an authorized key').refine(isOpenSshPublicKey, 'not an OpenSSH public key (expected "ssh-ed25519 AAAA... comment")'),
+    )
     .default([]),
 });
 
 export const MountSchema = z.strictObject({
-  source: z
-    .string()
+  source: oneLine(z.string(), 'mount source')
     .min(1)
-    .refine((s) => !/[\0\r\n]/.test(s), 'mount source must be one line')
     .describe('Host directory, relative to rum.yaml allowed'),
-  target: z
-    .string()
+  target: oneLine(z.string(), 'mount target')
     .regex(GUEST_PATH, { message: 'mount target must be an absolute guest path of letters, digits and . _ @ + -' })
     .refine((t) => !t.split('/').some((p) => p === '..' || p === '.'), 'mount target may not contain . or ..')
     .refine((t) => t !== '/', 'mount target may not be /'),
   readonly: z.boolean().default(false),
   type: z.enum(['auto', 'virtiofs', '9p']).default('auto'),
   inotify: z.boolean().default(false).describe('Replay host edits in the guest so watchers fire (rum watch)'),
-  ignore: z.array(z.string()).default([]).describe('.gitignore-style patterns the inotify bridge skips'),
+  // Matched on the host only, against names that may hold any character but '/' and NUL: no
+  // one-line rule, only the pattern's own (checked here, at its line, not when rum watch starts).
+  ignore: z
+    .array(z.string().superRefine(refuse(ignorePatternProblem)))
+    .default([])
+    .describe('.gitignore-style patterns the inotify bridge skips'),
 });
 
 export const PortSchema = z.strictObject({
@@ -142,16 +155,17 @@ export const PortSchema = z.strictObject({
 
 export const ProvisionSchema = z.strictObject({
   packages: z
-    .array(z.string().regex(PACKAGE, { message: 'not a package name (lowercase letters, digits, + . -; optional =version)' }))
+    .array(oneLine(z.string(), 'a package name').regex(PACKAGE, { message: 'not a package name (lowercase letters, digits, + . -; optional =version)' }))
     .default([]),
   apt_sources: z
     .array(
-      z.string().regex(/^deb(-src)? (\[[^\]\n]*\] )?[a-z]+:\S+ \S+( [A-Za-z0-9._/-]+)*$/, {
+      oneLine(z.string(), 'an apt source line').regex(/^deb(-src)? (\[[^\]]*\] )?[a-z]+:\S+ \S+( [A-Za-z0-9._/-]+)*$/, {
         message: 'not an apt source line (expected e.g. "deb http://host/debian bookworm main")',
       }),
     )
     .optional()
     .describe('apt source lines that replace the image\'s own (a mirror or a local repository)'),
+  // Scripts are many lines by nature: user-data keeps each whole by how it is written (src/cloudinit/).
   system: z.string().optional().describe('Shell script run once, at first boot'),
   boot: z.string().optional().describe('Shell script run at every boot'),
 });
@@ -162,8 +176,7 @@ const URI_TRANSPORTS = ['unix', 'ssh', 'libssh', 'libssh2', 'tls', 'tcp'];
 const URI_PARAMS = ['socket', 'mode', 'proxy', 'keyfile', 'known_hosts', 'known_hosts_verify', 'no_verify', 'no_tty', 'pkipath', 'sshauth'];
 
 export const LibvirtSchema = z.strictObject({
-  uri: z
-    .string()
+  uri: oneLine(z.string(), 'libvirt.uri')
     .regex(/^qemu(\+[a-z0-9]+)?:\/\/[A-Za-z0-9.@:_-]*\/(system|session)(\?[A-Za-z0-9=&._/-]*)?$/, {
       message: 'libvirt.uri must be a QEMU URI such as qemu:///system or qemu:///session',
     })
@@ -179,8 +192,7 @@ export const LibvirtSchema = z.strictObject({
     })
     .default('qemu:///system'),
   domain_type: z.enum(['auto', 'kvm', 'qemu']).default('auto').describe('auto: kvm when really usable, else qemu (TCG)'),
-  machine: z
-    .string()
+  machine: oneLine(z.string(), 'libvirt.machine')
     .regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, { message: 'libvirt.machine must be a QEMU machine type such as q35' })
     .default('q35'),
 });
@@ -193,7 +205,10 @@ export const RumYamlSchema = z
     network: NetworkSchema.prefault({}),
     ssh: SshSchema.prefault({}),
     mounts: z.array(MountSchema).default([]),
-    ports: z.array(PortSchema).default([]),
+    ports: z
+      .array(PortSchema)
+      .max(MAX_PORTS, { message: `ports may forward at most ${MAX_PORTS} ports` })
+      .default([]),
     provision: ProvisionSchema.prefault({}),
     libvirt: LibvirtSchema.prefault({}),
   })

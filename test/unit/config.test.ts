@@ -8,9 +8,10 @@ import { fileURLToPath } from 'node:url';
 import { test, type TestContext } from 'node:test';
 import { parse } from 'yaml';
 import { formatDiagnostic } from '../../src/config/frame.js';
-import { findConfig, loadConfig, vmNameFromDir } from '../../src/config/load.js';
-import { jsonSchema, RumYamlSchema } from '../../src/config/schema.js';
+import { findConfig, loadConfig, parseConfig, vmNameFromDir } from '../../src/config/load.js';
+import { jsonSchema, MAX_PORTS, RumYamlSchema } from '../../src/config/schema.js';
 import { ConfigError, RumError, type Diagnostic } from '../../src/errors.js';
+import { resolveShorthand } from '../../src/image/shorthands.js';
 
 // Fixtures are read from the source tree: dist/test/unit -> repo root.
 const fixtures = fileURLToPath(new URL('../../../fixtures/config/', import.meta.url));
@@ -339,6 +340,8 @@ test('formatDiagnostic: wide line numbers, tabs, wide characters, no caret past 
   );
   const hostile = formatDiagnostic({ ...base, line: 1, col: 1, source: 'a: \x1b[31mred\r' }, { color: false, cwd: '/p' });
   assert.ok(!/[\x1b\r]/.test(hostile), 'no escape sequences from the file reach the terminal');
+  const breaks = formatDiagnostic({ ...base, line: 1, col: 8, length: 2, source: '- deb x\u0085y\u2028z' }, { color: false, cwd: '/p' });
+  assert.deepEqual(breaks.split('\n').slice(1), ['   1 | - deb x\ufffdy\ufffdz', '     |        ^^'], 'NEL and U+2028 shown, not obeyed');
   assert.equal(formatDiagnostic({ ...base, line: 1, col: 1, hint: 'h' }, { color: false, cwd: '/p' }), 'rum.yaml:1:1: m\nhint: h');
 });
 
@@ -352,6 +355,142 @@ test('jsonSchema() is JSON, closed, and lists every top-level key', () => {
   );
   assert.deepEqual(schema.required, ['image']);
   assert.equal(schema.additionalProperties, false);
+});
+
+/** The diagnostics for rum.yaml text; none when it loads. Not read from disk: mount sources need not exist. */
+async function problemsIn(text: string): Promise<Diagnostic[]> {
+  try {
+    await parseConfig(text, '/nonexistent/proj/rum.yaml', {});
+    return [];
+  } catch (err) {
+    if (err instanceof ConfigError) return err.diagnostics;
+    throw err;
+  }
+}
+
+const KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAEIDxYdJCsyOUBHTlVcY2pxeH+GjZSboqmwt77FzNPa dev@laptop';
+
+test('every one-line string refuses control characters and what YAML 1.1 reads as a line break, at its line', async () => {
+  // Each string the schema knows: a rum.yaml holding a good value for it, where V stands.
+  const fields: Record<string, { text: string; good: string }> = {
+    name: { text: 'name: V\nimage: {base: debian-12}', good: 'box' },
+    'image.base': { text: 'image:\n  base: V', good: './images/x.qcow2' },
+    'image.checksum': { text: 'image:\n  base: debian-12\n  checksum: V', good: `sha256:${'0'.repeat(64)}` },
+    'image.mirror': { text: 'image:\n  base: debian-12\n  mirror: V', good: 'https://mirror.example/cloud/' },
+    'resources.memory': { text: 'image: {base: debian-12}\nresources:\n  memory: V', good: '2G' },
+    'resources.disk': { text: 'image: {base: debian-12}\nresources:\n  disk: V', good: '20G' },
+    'network.mode': { text: 'image: {base: debian-12}\nnetwork:\n  mode: V', good: 'user' },
+    'network.name': { text: 'image: {base: debian-12}\nnetwork:\n  name: V', good: 'default' },
+    'network.hostname': { text: 'image: {base: debian-12}\nnetwork:\n  hostname: V', good: 'box' },
+    'ssh.user': { text: 'image: {base: debian-12}\nssh:\n  user: V', good: 'dev' },
+    'ssh.authorized_keys': { text: 'image: {base: debian-12}\nssh:\n  authorized_keys:\n    - V', good: KEY },
+    'mounts.source': { text: 'image: {base: debian-12}\nmounts:\n  - target: /srv/x\n    source: V', good: '/tmp' },
+    'mounts.target': { text: 'image: {base: debian-12}\nmounts:\n  - source: /tmp\n    target: V', good: '/srv/x' },
+    'mounts.type': { text: 'image: {base: debian-12}\nmounts:\n  - source: /tmp\n    target: /srv/x\n    type: V', good: '9p' },
+    'ports.bind': { text: 'image: {base: debian-12}\nports:\n  - host: 8080\n    guest: 80\n    bind: V', good: '127.0.0.1' },
+    'ports.proto': { text: 'image: {base: debian-12}\nports:\n  - host: 8080\n    guest: 80\n    proto: V', good: 'udp' },
+    'provision.packages': { text: 'image: {base: debian-12}\nprovision:\n  packages:\n    - V', good: 'git' },
+    'provision.apt_sources': { text: 'image: {base: debian-12}\nprovision:\n  apt_sources:\n    - V', good: 'deb http://deb.example/debian bookworm main' },
+    'libvirt.uri': { text: 'image: {base: debian-12}\nlibvirt:\n  uri: V', good: 'qemu:///session' },
+    'libvirt.domain_type': { text: 'image: {base: debian-12}\nlibvirt:\n  domain_type: V', good: 'qemu' },
+    'libvirt.machine': { text: 'image: {base: debian-12}\nlibvirt:\n  machine: V', good: 'q35' },
+  };
+  // Many lines by nature (scripts), or matched on the host against names that may hold anything.
+  const exempt = ['provision.system', 'provision.boot', 'mounts.ignore'];
+  const choices = ['network.mode', 'mounts.type', 'ports.proto', 'libvirt.domain_type', 'ports.bind']; // checked by zod's own enum or format
+  assert.deepEqual(stringKeys(RumYamlSchema).sort(), [...Object.keys(fields), ...exempt].sort(), 'a new string field needs a line here');
+
+  const bad = ['\0', '\t', '\n', '\r', '\x1b', '\x7f', '\x80', '\x85', '\x9f', '\u2028', '\u2029', '\ufeff'];
+  for (const [path, { text, good }] of Object.entries(fields)) {
+    const line = text.split('\n').findIndex((l) => l.includes('V')) + 1;
+    assert.deepEqual(await problemsIn(text.replace('V', JSON.stringify(good))), [], `${path}: ${good} is fine`);
+    for (const ch of bad) {
+      const value = good.slice(0, 1) + ch + good.slice(1); // where a quick look would miss it
+      const got = await problemsIn(text.replace('V', JSON.stringify(value)));
+      const what = `${path} with U+${ch.charCodeAt(0).toString(16).padStart(4, '0')}`;
+      assert.equal(got.length, 1, `${what}: ${JSON.stringify(got.map((d) => d.message))}`);
+      assert.equal(got[0]!.line, line, what);
+      if (!choices.includes(path)) {
+        assert.match(got[0]!.message, /must be one line: it holds U\+[0-9A-F]{4} \(/, what);
+        assert.match(got[0]!.hint ?? '', /one line of printable text/, what);
+      }
+    }
+  }
+});
+
+test('image.mirror: an http(s) base URL every reader sees alike; a password is never repeated', async () => {
+  const refused: [string, RegExp][] = [
+    ['https://builder:hunter2@mirror.example/cloud/', /may not carry a user name or password/],
+    ['https://hunter2@mirror.example/cloud/', /may not carry a user name or password/],
+    ['https://:hunter2@mirror.example/cloud/', /may not carry a user name or password/],
+    ['https://@mirror.example/cloud/', /may not carry a user name or password/],
+    ['https://mirror.example/cloud/?', /may not have a query \(\?\) or a fragment/], // URL.search is '' here
+    ['https://mirror.example/cloud?arch=amd64', /query/],
+    ['https://mirror.example/cloud/#', /fragment/],
+    ['ftp://mirror.example/cloud/', /must be an http\(s\) URL/],
+    ['mirror.example/cloud', /must be an http\(s\) URL/],
+    ['', /must be an http\(s\) URL/],
+    ['HTTPS://mirror.example/cloud/', /lowercase and with two slashes/],
+    ['https:/mirror.example/cloud/', /lowercase and with two slashes/],
+    ['http:///mirror.example/cloud/', /needs a host right after the \/\//], // WHATWG: host "mirror.example"
+    ['https://mirror.example:99999/', /not a valid URL/],
+    ['https://mirror example/', /may not contain a space/],
+    ['https://mirror.example\\cloud/', /backslash/],
+    ['https://good.example\n.evil.example/', /must be one line/], // WHATWG drops it: good.example.evil.example
+    ['https://good.example\t.evil.example/', /must be one line/],
+    ['https://good.example/\u2028', /must be one line/],
+  ];
+  for (const [mirror, why] of refused) {
+    const got = await problemsIn(`image:\n  base: debian-12\n  mirror: ${JSON.stringify(mirror)}\n`);
+    assert.equal(got.length, 1, `${JSON.stringify(mirror)}: ${JSON.stringify(got)}`);
+    assert.deepEqual([got[0]!.line, got[0]!.col], [3, 11], mirror);
+    assert.match(got[0]!.message, why, mirror);
+    assert.ok(got[0]!.hint, `${mirror}: a hint`);
+    assert.ok(!`${got[0]!.message} ${got[0]!.hint}`.includes('hunter2'), `${mirror}: the password is repeated`);
+  }
+  for (const mirror of ['https://mirror.example/debian-cloud', 'http://10.0.0.5:8080/cloud/', 'http://[::1]/c/', 'https://mirror.example/a@b/']) {
+    assert.deepEqual(await problemsIn(`image:\n  base: debian-12\n  mirror: ${JSON.stringify(mirror)}\n`), [], mirror);
+    // What the shorthands make of it: the image under the mirror, as written.
+    assert.ok(resolveShorthand('debian-12', mirror).url.startsWith(mirror.replace(/\/?$/, '/')), mirror);
+  }
+});
+
+test('image.base: a scheme is http(s) with a host, or refused with what to write instead', async () => {
+  const refused: [string, RegExp, RegExp][] = [
+    ['file:///var/lib/images/x.qcow2', /file: URLs are not supported/, /image\.base: \/var\/lib\/images\/x\.qcow2$/],
+    ['file://host/x.qcow2', /file: URLs are not supported/, /write the path itself/],
+    ['file:x.qcow2', /file: URLs are not supported/, /write the path itself/],
+    ['ftp://images.example/x.qcow2', /ftp: URLs are not supported/, /needs \.\/ in front/],
+    ['ssh://images.example/x.qcow2', /ssh: URLs are not supported/, /http\(s\) URL/],
+    ['data:,x', /data: URLs are not supported/, /http\(s\) URL/],
+    ['images:x.qcow2', /images: URLs are not supported/, /needs \.\/ in front/],
+    ['http://', /needs a host/, /https:\/\//],
+    ['http:///images/x.qcow2', /needs a host/, /https:\/\//],
+    ['https:images.example/x.qcow2', /lowercase and with two slashes/, /https:\/\//],
+    ['HTTPS://images.example/x.qcow2', /lowercase and with two slashes/, /https:\/\//], // base-image would take it for a path
+    ['https://images.example\\x.qcow2', /backslash/, /%5C/],
+    ['https://images.example/a b.qcow2', /space/, /%20/],
+    ['https://images.example:0x50/x.qcow2', /not a valid URL/, /https:\/\//],
+  ];
+  for (const [base, why, hint] of refused) {
+    const got = await problemsIn(`image:\n  base: ${JSON.stringify(base)}\n`);
+    assert.equal(got.length, 1, `${base}: ${JSON.stringify(got)}`);
+    assert.deepEqual([got[0]!.line, got[0]!.col], [2, 9], base);
+    assert.match(got[0]!.message, why, base);
+    assert.match(got[0]!.hint ?? '', hint, base);
+  }
+  for (const base of ['debian-12', './images/x.qcow2', '/srv/images/x.img', 'images/a:b.qcow2', './a:b.qcow2', 'x.raw',
+    'https://images.example/x.qcow2?X-Amz-Signature=abc', 'http://images.example:8080/x.img#f', "./images/débian #1: 'test'.qcow2"])
+    assert.deepEqual(await problemsIn(`image:\n  base: ${JSON.stringify(base)}\n`), [], base);
+});
+
+test(`ports: up to ${MAX_PORTS}, so user networking always has an SSH port to pick besides them`, async () => {
+  const ports = (n: number) => Array.from({ length: n }, (_, i) => `  - {host: ${20000 + i}, guest: 80}`).join('\n');
+  assert.deepEqual(await problemsIn(`image: {base: debian-12}\nnetwork: {mode: user}\nports:\n${ports(MAX_PORTS)}\n`), []);
+  const [d, ...rest] = await problemsIn(`image: {base: debian-12}\nnetwork: {mode: user}\nports:\n${ports(MAX_PORTS + 1)}\n`);
+  assert.deepEqual(rest, []);
+  assert.deepEqual([d!.line, d!.col, d!.message], [4, 3, `ports may forward at most ${MAX_PORTS} ports`]);
+  assert.equal((jsonSchema() as { properties: { ports: { maxItems?: number } } }).properties.ports.maxItems, MAX_PORTS);
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -371,6 +510,14 @@ function unwrapped(s: Zod): Zod {
 function schemaKeys(s: Zod, prefix = ''): string[] {
   const shape = def(unwrapped(s)).shape ?? {};
   return Object.entries(shape).flatMap(([k, v]) => [`${prefix}${k}`, ...schemaKeys(v, `${prefix}${k}.`)]);
+}
+/** Every key path whose value is a string (or a list of them), enums included. */
+function stringKeys(s: Zod, prefix = ''): string[] {
+  const shape = def(unwrapped(s)).shape ?? {};
+  return Object.entries(shape).flatMap(([k, v]) => {
+    const type = def(unwrapped(v)).type;
+    return type === 'string' || type === 'enum' ? [`${prefix}${k}`] : stringKeys(v, `${prefix}${k}.`);
+  });
 }
 /** The path exists in the parsed YAML (in some item, for lists). */
 function hasPath(value: unknown, path: string[]): boolean {
