@@ -50,7 +50,7 @@ export async function listDomains(
     return {
       ok: false,
       message: `virsh list: ${lastMeaningfulLine(r.stderr) ?? `exited with ${r.status ?? r.signal}`}`,
-      hint: classifyVirshFailure(r.stderr, uri).hint,
+      hint: classifyVirshFailure(r.stderr, uri, r.signal).hint,
     };
   }
   return { ok: true, domains: new Map(parseDomainList(r.stdout).map((d) => [d.name, d])) };

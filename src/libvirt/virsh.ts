@@ -100,6 +100,18 @@ const KNOWN: readonly Known[] = [
         : `check that this user may use the libvirt socket${seeDoctor('libvirt')}`,
   },
   {
+    kind: 'no-daemon',
+    pattern: /no connection driver available for/,
+    hint: () => `the libvirt daemon has no QEMU driver: apt install libvirt-daemon-system${seeDoctor('libvirt')}`,
+  },
+  {
+    // A daemon that accepted the connection and then went away (stopping, restarting, killed,
+    // stuck) or never spoke: nothing it said can be trusted, least of all "no such domain".
+    kind: 'no-daemon',
+    pattern: /failed to connect to the hypervisor|Disconnected from \S+ due to|End of file while reading data|Cannot (?:recv|write) data|client socket is closed|keepalive timeout|no valid connection/i,
+    hint: (_m, uri) => goneHint(uri),
+  },
+  {
     kind: 'file-access',
     pattern: /(?:Cannot access (?:storage|backing) file|Could not open|Failed to open(?: file)?|cannot open file) '([^']+)'[^\n]*?(?:\(as uid:(\d+)[^)]*\))?: (?:Permission denied|No such file or directory)/i,
     hint: (m, uri) => `${reachHint(m[1]!, uri, m[2] === undefined ? undefined : Number(m[2]))}${seeDoctor('home-access')}`,
@@ -133,13 +145,29 @@ const KNOWN: readonly Known[] = [
   },
 ];
 
-/** What virsh's stderr means, and what to tell the user (for a connection to `uri`). */
-export function classifyVirshFailure(stderr: string, uri: string): { kind: VirshFailureKind; hint?: string } {
+function goneHint(uri: string): string {
+  return `the libvirt daemon behind ${uri} did not answer: start it (or restart it) with "systemctl restart libvirtd" (without systemd: "virtlogd -d && libvirtd -d")${seeDoctor('libvirt')}`;
+}
+
+/**
+ * What virsh's stderr means, and what to tell the user (for a connection to `uri`). `signal`:
+ * what ended virsh, if anything did. `line`: the line of stderr that told.
+ */
+export function classifyVirshFailure(stderr: string, uri: string, signal?: NodeJS.Signals | null): { kind: VirshFailureKind; hint?: string; line?: string } {
+  // A daemon that closes the connection as virsh writes to it kills virsh by SIGPIPE, silently
+  // (measured: one time in three against a socket that accepts and closes).
+  if (signal === 'SIGPIPE' && stderr.trim() === '') return { kind: 'no-daemon', hint: goneHint(uri), line: 'the connection to libvirt broke (virsh died of SIGPIPE)' };
   for (const k of KNOWN) {
     const m = k.pattern.exec(stderr);
-    if (m) return { kind: k.kind, hint: k.hint?.(m, uri) };
+    if (m) return { kind: k.kind, hint: k.hint?.(m, uri), line: lastMeaningfulLine(lineAt(stderr, m.index)) };
   }
   return { kind: 'other' };
+}
+
+/** The whole line of `text` around offset `at`. */
+function lineAt(text: string, at: number): string {
+  const end = text.indexOf('\n', at);
+  return text.slice(text.lastIndexOf('\n', at) + 1, end < 0 ? undefined : end);
 }
 
 /** The last line that says something: virsh prints the general failure first, the cause last. */
@@ -306,6 +334,26 @@ export class Virsh {
     return r.stdout;
   }
 
+  /**
+   * virsh words every failed lookup alike ("failed to get domain 'x'", the cause reset), and
+   * says a dropped connection only from another thread, so not always in time: a daemon going
+   * away reads as "no such domain" (found with a socket that drops the lookup). Absence is taken
+   * only when libvirt, asked again, lists no domain of that name; a failing list is the error.
+   */
+  private async confirmNoDomain(args: string[], label: string): Promise<void> {
+    const at = args.indexOf('--domain');
+    const name = at >= 0 ? args[at + 1] : /--domain (\S+?)(?:;|\s|$)/.exec(args.join(' '))?.[1];
+    if (name === undefined) return;
+    if ((await this.list()).includes(name))
+      throw new VirshError(
+        'other',
+        label,
+        '',
+        `virsh ${label}: libvirt lists domain ${name} but could not look it up`,
+        `ask again; if it lasts: virsh --connect ${shellQuote(this.uri)} dominfo ${shellQuote(name)}`,
+      );
+  }
+
   /** Runs virsh; a failure of one of the `tolerate` kinds is returned, any other thrown. */
   private async attempt(args: string[], tolerate: VirshFailureKind[], label = args[0]!): Promise<{ stdout: string } | { failed: VirshFailureKind }> {
     const r = await runVirsh(['--connect', this.uri, ...args], this.env);
@@ -315,9 +363,14 @@ export class Virsh {
       });
     }
     if (r.status === 0) return { stdout: r.stdout };
-    const { kind, hint } = classifyVirshFailure(r.stderr, this.uri);
-    if (tolerate.includes(kind)) return { failed: kind };
-    const why = lastMeaningfulLine(r.stderr) ?? `exited with ${r.status ?? r.signal}`;
+    const { kind, hint, line } = classifyVirshFailure(r.stderr, this.uri, r.signal);
+    if (tolerate.includes(kind)) {
+      if (kind === 'no-domain') await this.confirmNoDomain(args, label);
+      return { failed: kind };
+    }
+    // An unreachable daemon is named by the line that says so, not by virsh's last word (a
+    // lookup that failed because of it).
+    const why = (kind === 'no-daemon' ? line : undefined) ?? lastMeaningfulLine(r.stderr) ?? `exited with ${r.status ?? r.signal}`;
     throw new VirshError(kind, label, r.stderr, `virsh ${label}: ${why}`, hint);
   }
 }
