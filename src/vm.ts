@@ -6,10 +6,11 @@ import { readConfig } from './config/find.js';
 import { RumError } from './errors.js';
 import { writeAtomic } from './files/atomic.js';
 import { acquireLock, type Lock } from './files/lock.js';
+import { sweepTemps } from './files/sweep.js';
 import { DigestCache, initDigests } from './graph/digest.js';
 import type { Engine, PlanOptions } from './graph/plan.js';
 import { StateStore } from './graph/state.js';
-import { VmDir } from './paths.js';
+import { imageCacheDir, VmDir } from './paths.js';
 import type { Config } from './config/schema.js';
 import { domainFacts, type RumCtx } from '../tasks/context.js';
 
@@ -57,14 +58,28 @@ interface OwnerRecord {
 }
 
 async function readOwner(vm: VmDir): Promise<OwnerRecord | undefined> {
+  let text: string;
   try {
-    const owner = JSON.parse(await readFile(vm.path('owner'), 'utf8')) as OwnerRecord | null;
-    if (typeof owner?.config !== 'string') throw new Error('it names no rum.yaml');
-    return owner;
+    text = await readFile(vm.path('owner'), 'utf8');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new RumError('STATE', `${vm.path('owner')} is not readable: ${(err as Error).message}`, `remove ${vm.dir} if it is not in use`);
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return undefined;
+    throw new RumError('STATE', `${vm.path('owner')} cannot be read (${code ?? (err as Error).message})`, `remove ${vm.dir} if it is not in use`);
   }
+  // Never JSON.parse's own message: it quotes the file's bytes, which may be anything.
+  let owner: Partial<OwnerRecord> | null = null;
+  try {
+    owner = JSON.parse(text) as Partial<OwnerRecord> | null;
+  } catch {
+    // owner stays null: said below
+  }
+  if (typeof owner?.config !== 'string')
+    throw new RumError('STATE', `${vm.path('owner')} is damaged: it names no rum.yaml`, `remove ${vm.dir} if it is not in use`);
+  return {
+    config: owner.config,
+    ...(typeof owner.uri === 'string' ? { uri: owner.uri } : {}),
+    ...(typeof owner.user === 'string' ? { user: owner.user } : {}),
+  };
 }
 
 /** Creates the VM directory and claims it for this rum.yaml. */
@@ -81,12 +96,17 @@ export async function claimVm(o: OpenVm): Promise<void> {
 
 export async function lockVm(o: OpenVm, opts: { noWait?: boolean; onWait?: (pid: number) => void; signal?: AbortSignal }): Promise<Lock> {
   await claimVm(o);
-  return acquireLock(o.vm.path('lock'), {
+  const lock = await acquireLock(o.vm.path('lock'), {
     what: `VM ${o.config.name}`,
     noWait: opts.noWait,
     signal: opts.signal,
     onWait: (h) => opts.onWait?.(h.pid),
   });
+  // Whatever a killed run left half-written is swept now that no run of this VM can be writing.
+  // The image cache is shared by every VM (and maybe hosts): its temps must be an hour old too.
+  const before = Date.now();
+  await Promise.all([sweepTemps(o.vm.dir, { before }), sweepTemps(imageCacheDir(), { before, depth: 1, minAgeMs: 60 * 60_000 })]);
+  return lock;
 }
 
 /** The rule context for commands that act on the domain outside a graph run (down, destroy). */
@@ -97,7 +117,8 @@ export function ctxFor(o: OpenVm, env = process.env): RumCtx {
 export async function engineFor(o: OpenVm, opts: PlanOptions, env = process.env): Promise<Engine<RumCtx>> {
   const rulesP = import('../tasks/index.js');
   const [state, digests] = await Promise.all([
-    StateStore.open(o.exists ? o.vm.path('state') : undefined),
+    // A damaged record is salvaged, and said by the plan: the next build re-adopts the VM's files.
+    StateStore.open(o.exists ? o.vm.path('state') : undefined, { ifDamaged: 'salvage' }),
     DigestCache.open(o.exists ? o.vm.path('digestCache') : undefined),
   ]);
   // Once a domain was defined, every plan asks libvirt about it (a virsh process): ask now, so the

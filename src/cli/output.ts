@@ -4,7 +4,7 @@ import kleur from 'kleur';
 import { formatDiagnostic } from '../config/frame.js';
 import { ConfigError, exitCodes, isRumError } from '../errors.js';
 import { asNoSpace } from '../files/space.js';
-import { describeReason, type Outcome, type RunEvent } from '../graph/events.js';
+import { describeReason, describeWarning, type EngineWarning, type Outcome, type RunEvent } from '../graph/events.js';
 import type { Plan, PlannedNode } from '../graph/plan.js';
 import type { RunResult } from '../graph/execute.js';
 import type { CheckStatus, DoctorReport } from '../host/doctor.js';
@@ -16,6 +16,11 @@ export interface OutputOptions {
 /** Text read from files, tools or libvirt, shown on a terminal: control and bidi characters escaped. */
 export function visible(s: string): string {
   return s.replace(/[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+/** visible() for text of several lines (an error and its hint): line breaks and tabs stay. */
+function visibleLines(s: string): string {
+  return s.split('\n').map((line) => line.split('\t').map(visible).join('\t')).join('\n');
 }
 
 const colorFor = (stream: NodeJS.WriteStream) =>
@@ -48,6 +53,12 @@ export class Output {
 
   notice(text: string): void {
     this.info(`${this.ek.yellow('note:')} ${text}`);
+  }
+
+  /** An engine warning, on stderr whatever the mode: --json keeps stdout for data, and carries
+   * the same values in its `warnings`. The text holds a damaged file's keys: escaped. */
+  warning(w: EngineWarning): void {
+    this.info(`${this.ek.yellow('warning:')} ${visible(describeWarning(w))}`);
   }
 
   data(value: unknown): void {
@@ -100,6 +111,7 @@ export class Output {
   }
 
   plan(plan: Plan, vmName: string, hints: string[]): void {
+    for (const w of plan.warnings ?? []) this.warning(w);
     if (this.json) return this.data(planJson(plan, vmName));
     for (const n of plan.nodes) this.out(this.nodeLine(n));
     const work = plan.nodes.filter((n) => n.action !== 'none');
@@ -108,6 +120,7 @@ export class Output {
   }
 
   event(e: RunEvent): void {
+    if (e.type === 'warning') return this.warning(e.warning);
     if (this.json) return;
     const k = this.ek;
     switch (e.type) {
@@ -162,12 +175,13 @@ export class Output {
     }
     if (isRumError(err)) {
       if (this.json) this.data({ error: { code: err.code, message: err.message, hint: err.hint } });
-      process.stderr.write(`${k.red().bold('error:')} ${err.message}\n`);
-      if (err.hint) process.stderr.write(`${k.yellow('hint:')} ${err.hint}\n`);
+      // Messages quote files, tools and libvirt: nothing they hold may drive the terminal.
+      process.stderr.write(`${k.red().bold('error:')} ${visibleLines(err.message)}\n`);
+      if (err.hint) process.stderr.write(`${k.yellow('hint:')} ${visibleLines(err.hint)}\n`);
       return exitCodes[err.code];
     }
-    process.stderr.write(`${k.red().bold('rum hit a bug:')} ${(err as Error)?.message ?? String(err)}\n`);
-    process.stderr.write(`${(err as Error)?.stack ?? ''}\n`);
+    process.stderr.write(`${k.red().bold('rum hit a bug:')} ${visibleLines((err as Error)?.message ?? String(err))}\n`);
+    process.stderr.write(`${visibleLines((err as Error)?.stack ?? '')}\n`);
     process.stderr.write(`${k.yellow('hint:')} please report it with the command you ran and the lines above\n`);
     return exitCodes.BUG;
   }
@@ -209,7 +223,7 @@ export function nodeJson(n: PlannedNode) {
 }
 
 export function planJson(plan: Plan, vm: string) {
-  return { vm, changes: plan.nodes.some((n) => n.action !== 'none'), nodes: plan.nodes.map(nodeJson) };
+  return { vm, changes: plan.nodes.some((n) => n.action !== 'none'), nodes: plan.nodes.map(nodeJson), warnings: plan.warnings ?? [] };
 }
 
 function errorJson(err: unknown) {

@@ -2,6 +2,7 @@
 // created with link() (atomic, fails if present) and a dead owner's lock is taken over.
 import { link, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { RumError } from '../errors.js';
+import { asNoSpace } from './space.js';
 import { tempPath } from './atomic.js';
 
 interface Owner {
@@ -47,7 +48,11 @@ export interface LockOptions {
 export async function acquireLock(path: string, opts: LockOptions): Promise<Lock> {
   const me: Owner = { pid: process.pid, start: await startTime(process.pid), command: process.argv.slice(2).join(' ') };
   const tmp = tempPath(path);
-  await writeFile(tmp, JSON.stringify(me), { mode: 0o644 });
+  const record = JSON.stringify(me);
+  await writeFile(tmp, record, { mode: 0o644 }).catch(async (err: unknown) => {
+    await rm(tmp, { force: true });
+    throw asNoSpace(err, path, record.length);
+  });
   const deadline = Date.now() + (opts.timeoutMs ?? 10 * 60_000);
   let told = false;
   try {
@@ -94,8 +99,10 @@ export async function acquireLock(path: string, opts: LockOptions): Promise<Lock
 async function readOwner(path: string): Promise<{ owner?: Owner; ino?: number }> {
   try {
     const st = await stat(path);
-    const owner = JSON.parse(await readFile(path, 'utf8')) as Owner;
-    return { owner, ino: st.ino };
+    const o = (JSON.parse(await readFile(path, 'utf8')) ?? {}) as Partial<Owner>;
+    // Any other shape is damage, judged below like a half-written file: never waited on forever.
+    if (typeof o.pid !== 'number' || !Number.isInteger(o.pid) || o.pid <= 0 || typeof o.start !== 'string') throw new Error('not an owner');
+    return { owner: { pid: o.pid, start: o.start, command: typeof o.command === 'string' ? o.command : '?' }, ino: st.ino };
   } catch {
     // Unreadable or half-written by a crashed run (link() makes it complete, so: foreign damage).
     const st = await stat(path).catch(() => undefined);

@@ -74,9 +74,12 @@ export class DigestCache {
     const cache = new DigestCache(file);
     if (file) {
       try {
-        cache.entries = JSON.parse(await readFile(file, 'utf8')) as Record<string, StatEntry>;
+        // Missing, unreadable or of another shape: a cache, so whatever is not sound is dropped.
+        const read: unknown = JSON.parse(await readFile(file, 'utf8'));
+        for (const [path, e] of Object.entries(typeof read === 'object' && read !== null && !Array.isArray(read) ? read : {}))
+          if (typeof e?.stamp === 'string' && typeof e?.digest === 'string') cache.entries[path] = { stamp: e.stamp, digest: e.digest as Digest };
       } catch {
-        cache.entries = {}; // missing or unreadable: a cache, so start empty
+        cache.entries = {};
       }
     }
     return cache;

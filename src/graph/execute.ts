@@ -80,6 +80,7 @@ export async function execute<C>(e: Engine<C>, plan: Plan, opts: ExecuteOptions 
     }
   };
 
+  for (const warning of plan.warnings ?? []) emit({ type: 'warning', warning });
   const byId = new Map(plan.nodes.map((n) => [n.id, n]));
   const graph = new PGraph(
     new Map(plan.nodes.map((n) => [n.id, { run: () => run(byId.get(n.id)!) }])),

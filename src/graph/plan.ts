@@ -1,8 +1,9 @@
 // Owns: deciding, per node, whether it is fresh and, if not, why and what a run would do.
 // The same assessment answers `up`, `up --dry-run`, `build`, `graph` and `status`.
+import { access } from 'node:fs/promises';
 import { RumError } from '../errors.js';
 import { DigestCache, type Digest } from './digest.js';
-import type { Action, NodeState, StaleReason } from './events.js';
+import type { Action, EngineWarning, NodeState, StaleReason } from './events.js';
 import { diffFields, fingerprint, type Fingerprint } from './key.js';
 import type { AnyRule, NodeApi, Output } from './rule.js';
 import type { StateStore } from './state.js';
@@ -35,6 +36,8 @@ export interface PlannedNode extends Assessment {
 export interface Plan {
   nodes: PlannedNode[]; // build order
   edges: [string, string][];
+  /** Said once by whoever shows the plan or runs it (a salvaged state record). */
+  warnings?: EngineWarning[];
 }
 
 export interface Engine<C> {
@@ -130,9 +133,14 @@ export async function assess<C>(
     ...(tentative ? { tentative } : {}),
   });
 
+  // No record: never built, or (a stateful artifact that is there all the same: a crash before
+  // recording it, a damaged record) one to adopt as it is, never to make again.
+  const unrecorded = async (): Promise<StaleReason> =>
+    rule.kind === 'stateful' && (await exists(rule.output?.(e.ctx))) ? { type: 'unrecorded' } : { type: 'missing' };
+
   // In a dry run a pending upstream has no output yet; when executing, pending is always empty.
   if (e.opts.reset && rule.resettable && pending.length > 0) return stale({ type: 'reset' });
-  if (!rec && pending.length > 0) return stale({ type: 'missing' });
+  if (!rec && pending.length > 0) return stale(await unrecorded());
   if (pending.length > 0) {
     // An input or recipe change is certain even while an upstream is pending: report it, not
     // the tentative upstream. (Its key is not final yet: the upstream's output is unknown.)
@@ -144,7 +152,7 @@ export async function assess<C>(
   const fp = await fingerprintNow(e, rule, inputs);
   if (typeof fp === 'string') return stale(rec ? { type: 'check-failed', why: `${fp} is missing` } : { type: 'missing' });
   if (e.opts.reset && rule.resettable) return stale({ type: 'reset' }, fp);
-  if (!rec) return stale({ type: 'missing' }, fp);
+  if (!rec) return stale(await unrecorded(), fp);
   if (fp.key !== rec.key) return stale(diffFields(rec.fields, fp.fields), fp);
   if (rule.check) {
     const c = await rule.check(apiFor(e, rule, signal));
@@ -164,6 +172,7 @@ async function actionFor<C>(
   const verbs = rule.verbs ?? { build: 'build', rebuild: 'rebuild' };
   const rebuild = existed || reason.type === 'reset' ? verbs.rebuild : verbs.build;
   const keyChange = reason.type === 'input-changed' || reason.type === 'upstream-changed' || reason.type === 'recipe-changed';
+  if (reason.type === 'unrecorded') return { state: 'stale', action: 'adopt', reason };
   if (rule.kind === 'stateful' && keyChange) return { state: 'kept', action: 'kept-needs-reset', reason };
   if (reason.type === 'lost') return { state: 'kept', action: 'kept-needs-reset', reason };
   if (rule.restartGuard && keyChange && rule.check) {
@@ -194,7 +203,12 @@ export async function makePlan<C>(e: Engine<C>, signal: AbortSignal = new AbortC
     nodes.push({ ...a, id: rule.id, rule: rule as AnyRule<unknown>, deps, output: rule.output?.(e.ctx) });
   }
   const edges = nodes.flatMap((n) => n.deps.map((d): [string, string] => [d, n.id]));
-  return { nodes, edges };
+  const warnings: EngineWarning[] = e.state.damage ? [{ type: 'state-damaged', ...e.state.damage }] : [];
+  return { nodes, edges, ...(warnings.length > 0 ? { warnings } : {}) };
+}
+
+async function exists(path: string | undefined): Promise<boolean> {
+  return path !== undefined && (await access(path).then(() => true, () => false));
 }
 
 /** A plan changes something when any node would be built, or is drift kept on purpose. */

@@ -14,10 +14,11 @@ export type NodeKind = 'derived' | 'fetched' | 'stateful' | 'effect';
 
 export type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 
-/** What a build produced: a digest for dependents' keys, and small facts they may read. */
+/** What a build produced: a digest for dependents' keys, and small facts they may read (an
+ * object, so that a record holding anything else is known to be damaged: state-schema.ts). */
 export interface Output {
   digest: Digest;
-  data?: Json;
+  data?: { [k: string]: Json };
 }
 
 /** `lost`: a stateful artifact is gone, and the guest's data or trust with it: never made again

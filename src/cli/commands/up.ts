@@ -37,6 +37,9 @@ export async function up(opts: UpOptions): Promise<number> {
   const planOpts = { reset: opts.reset === true, restart: opts.restart === true };
   if (opts['dry-run']) {
     const { o, plan } = await planFor(opts, planOpts);
+    // What `up` itself would refuse, a dry run refuses too (a plan alone asks libvirt only once
+    // a domain was recorded).
+    await (await import('../../../tasks/defined-domain.js')).ownedDomain(ctxFor(o));
     out.plan(plan, o.config.name, planHints(plan));
     return plan.nodes.some((n) => n.action !== 'none') ? exitCodes.PLAN_CHANGES : 0;
   }
@@ -44,14 +47,18 @@ export async function up(opts: UpOptions): Promise<number> {
     await confirm(out, 'rum up --reset recreates the VM disk: everything written in the guest is lost. Continue?');
   }
   const before = async (vm: OpenVm, run: PlanOptions) => {
-    if (!run.reset) return;
-    // The disk is about to be replaced: the guest must not be running on it.
     const [{ stopDomain }, { ownedDomain }] = await Promise.all([
       import('../../../tasks/running-domain.js'),
       import('../../../tasks/defined-domain.js'),
     ]);
     const ctx = ctxFor(vm);
-    if ((await ownedDomain(ctx)) === 'ours') {
+    // A domain of this name that is not ours (or a libvirt that does not answer) stops the run
+    // here, before anything is built for a domain rum could never define. The answer is shared
+    // with the plan: no second question.
+    const domain = await ownedDomain(ctx);
+    if (!run.reset) return;
+    // The disk is about to be replaced: the guest must not be running on it.
+    if (domain === 'ours') {
       out.info('stopping the guest for --reset');
       await stopDomain(ctx, { timeoutMs: 30_000, force: true, progress: (m) => out.waiting(m) });
     }
