@@ -125,6 +125,12 @@ export async function engineFor(o: OpenVm, opts: PlanOptions, env = process.env)
   // question overlaps loading the rules and assessing the file nodes. Before that, plans never
   // ask (their upstream is stale), so neither does this. Errors surface where it is used.
   if (state.get('defined-domain')) domainFacts({ config: o.config, vm: o.vm, env }).catch(() => {});
+  // No record of meta-data (a lost state record): the instance-id the guest last booted with
+  // still holds the reset count, so cloud-init does not take the next boot for a new instance.
+  if (o.exists && !state.get('meta-data')) {
+    const id = await readFile(o.vm.path('metaData'), 'utf8').then((t) => /^instance-id: "?rum-.*-(\d+)"?$/m.exec(t)?.[1], () => undefined);
+    if (id) state.adoptGeneration(Number(id));
+  }
   const { rules } = await rulesP;
   const ctx: RumCtx = { config: o.config, vm: o.vm, env, generation: state.generation + (opts.reset ? 1 : 0) };
   return { ctx, rules, state, digests, opts };

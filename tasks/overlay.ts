@@ -28,11 +28,16 @@ export const overlay = defineRule({
     const base = upstream('base-image').data as unknown as BaseData;
     const path = ctx.vm.path('overlay');
     const exists = await stat(path).then(() => true, () => false);
-    // A disk that exists but has no record (a crash after creating it): adopt it, never replace
-    // it, unless this is a reset.
+    // A disk that exists but has no record (a crash after creating it, a lost state record):
+    // adopted, never replaced, unless this is a reset. One rum cannot adopt is refused.
     if (exists && action !== 'rebuild') {
-      const info = await imageInfo(path);
-      if (info.backingFile === base.path) return { digest: digestOf(`overlay:${base.path}:adopted`), data: { size: info.virtualSize } };
+      const info = await imageInfo(path).catch(() => undefined);
+      if (info?.backingFile === base.path) return { digest: digestOf(`overlay:${base.path}:adopted`), data: { size: info.virtualSize } };
+      throw new RumError(
+        'STATE',
+        `the VM's disk ${path} has no record, and ${info ? `it is based on ${info.backingFile ?? 'no image'}, not ${base.path}` : 'qemu-img cannot read it'}: rum will not replace it`,
+        '`rum up --reset` makes a fresh disk (the data on this one is lost); or move it away first to keep it',
+      );
     }
     const size = Math.max(ctx.config.resources.disk, base.virtualSize);
     if (size > ctx.config.resources.disk)

@@ -1,6 +1,7 @@
 // Owns: the host port forwarded to the guest's sshd under user-mode networking (127.0.0.1 only).
 // Chosen once and kept, so ssh-config and known_hosts stay valid across restarts; never one of
 // the host ports rum.yaml forwards itself, which QEMU would refuse to forward twice.
+import { readFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { RumError } from '../src/errors.js';
 import { digestOf } from '../src/graph/digest.js';
@@ -66,6 +67,13 @@ export async function sshPortFor(hostPorts: readonly number[], kept: unknown, ho
   return freePortAvoiding(taken, hold);
 }
 
+/** The SSH forward in the domain XML rum last wrote, if any (see src/libvirt/domain-xml.ts). */
+async function definedSshPort(ctx: RumCtx): Promise<number | undefined> {
+  const xml = await readFile(ctx.vm.path('domainXml'), 'utf8').catch(() => '');
+  const m = /hostfwd=tcp:127\.0\.0\.1:(\d{1,5})-:22(?=[,'"<])/.exec(xml);
+  return m ? Number(m[1]) : undefined;
+}
+
 export const sshPort = defineRule({
   id: 'ssh-port',
   kind: 'derived',
@@ -80,9 +88,11 @@ export const sshPort = defineRule({
       ports: user ? [...new Set(c.config.ports.map((p) => p.host))].sort((a, b) => a - b) : [],
     };
   },
-  build: async ({ inputs, previous }) => {
+  build: async ({ ctx, inputs, previous }) => {
     if (inputs['network.mode'] !== 'user') return { digest: digestOf('port:22'), data: { port: 22 } };
-    const port = await sshPortFor(inputs.ports, (previous?.data as { port?: unknown } | undefined)?.port);
+    // With its record lost, the port the defined domain forwards is still the guest's way in.
+    const kept = (previous?.data as { port?: unknown } | undefined)?.port ?? (await definedSshPort(ctx));
+    const port = await sshPortFor(inputs.ports, kept);
     return { digest: digestOf(`port:${port}`), data: { port } };
   },
 });

@@ -51,6 +51,12 @@ const CLOUD_INIT_SO_FAR = 'cat /run/cloud-init/status.json 2>/dev/null; true';
 /** Under TCG a cold boot with packages takes minutes; RUM_BOOT_TIMEOUT (seconds) overrides. */
 const bootTimeoutMs = (env: NodeJS.ProcessEnv) => Number(env.RUM_BOOT_TIMEOUT ?? 600) * 1000;
 
+/** The address a record holds, if it holds one: a damaged record's data is only an object. */
+function recordedAddress(data: unknown): SshAddress | undefined {
+  const a = data as Partial<SshAddress> | undefined;
+  return typeof a?.host === 'string' && typeof a.port === 'number' && Number.isInteger(a.port) ? { host: a.host, port: a.port } : undefined;
+}
+
 export const sshReady = defineRule({
   id: 'ssh-ready',
   kind: 'effect',
@@ -100,7 +106,7 @@ export const sshReady = defineRule({
     return { digest: digestOf(`${host}:${port}`), data: { host, port } };
   },
   check: async ({ ctx, previous }) => {
-    const a = previous?.data as SshAddress | undefined;
+    const a = recordedAddress(previous?.data);
     if (!a) return { ok: false, why: 'no address recorded' };
     // user networking: the address is QEMU's own forward, which accepts a connection whether or
     // not the guest's sshd would. Asking the kernel whether it listens tells as much without

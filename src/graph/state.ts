@@ -121,6 +121,11 @@ export class StateStore {
     await this.save();
   }
 
+  /** The reset count as found elsewhere (the instance-id on disk), when the record lost it. */
+  adoptGeneration(n: number): void {
+    if (Number.isSafeInteger(n) && n >= 1) this.data.generation = n;
+  }
+
   async bumpGeneration(): Promise<void> {
     this.data.generation += 1;
     await this.save();
