@@ -13,4 +13,13 @@ const sum = (kind) => lines.filter((l) => l.kind === kind).reduce((a, l) => ({ t
 const f = sum('fault');
 const i = sum('input');
 console.log(`reliability: faults ${f.held}/${f.tried} survived (${f.n} tests); hostile inputs ${i.held}/${i.tried} rejected at their line or carried exactly (${i.n} tests)`);
-for (const l of lines) if (l.held !== l.tried) console.log(`  not held: ${l.what}: ${l.held}/${l.tried}`);
+const byWhat = new Map();
+for (const l of lines) {
+  const k = `${l.kind}\t${l.what}`;
+  const a = byWhat.get(k) ?? { tried: 0, held: 0 };
+  byWhat.set(k, { tried: a.tried + l.tried, held: a.held + l.held });
+}
+for (const [k, a] of byWhat) {
+  const [kind, what] = k.split('\t');
+  console.log(`  ${a.held === a.tried ? ' ' : '!'} ${kind === 'fault' ? 'fault' : 'input'} ${String(a.held).padStart(5)}/${String(a.tried).padEnd(5)} ${what}`);
+}

@@ -84,7 +84,7 @@ export function describeWarning(w: EngineWarning): string {
       const adopted = "count as unrecorded, and the VM's disk and keys are adopted as they are";
       const given =
         w.dropped === 'all' ? `all its nodes ${adopted}` : ids.length > 0 ? `the records of ${named} are dropped: those nodes ${adopted}` : 'its node records are sound and kept';
-      const generation = w.generationLost ? "; its --reset count is lost too (taken as 1: after a reset, the guest's next boot would be a first boot again)" : '';
+      const generation = w.generationLost ? "; its --reset count is lost too, and read back from the guest's instance-id" : '';
       return `the state record ${w.file} is damaged (${w.problem}): ${given}${generation}. \`rum up\` records afresh and keeps the damaged file as ${basename(w.file)}.damaged`;
     }
     default:

@@ -12,6 +12,7 @@ import { findConfig, loadConfig, parseConfig, vmNameFromDir } from '../../src/co
 import { jsonSchema, MAX_PORTS, RumYamlSchema } from '../../src/config/schema.js';
 import { ConfigError, RumError, type Diagnostic } from '../../src/errors.js';
 import { resolveShorthand } from '../../src/image/shorthands.js';
+import { tally } from '../helpers/tally.js';
 
 // Fixtures are read from the source tree: dist/test/unit -> repo root.
 const fixtures = fileURLToPath(new URL('../../../fixtures/config/', import.meta.url));
@@ -58,6 +59,8 @@ test('the broken corpus: every fixture gives exactly the diagnostics its sidecar
   assert.ok(files.length >= 20, `only ${files.length} broken fixtures`);
   assert.deepEqual(sidecars, files.map((f) => f.replace(/\.yaml$/, '.expected.json')), 'one sidecar per fixture, and no orphans');
 
+  let held = 0;
+  t.after(() => tally('input', 'broken rum.yaml fixtures, each refused at its line', files.length, held));
   for (const name of files) {
     await t.test(name, async () => {
       const file = join(broken, name);
@@ -75,6 +78,7 @@ test('the broken corpus: every fixture gives exactly the diagnostics its sidecar
         if (want.hint !== undefined) assert.ok(d.hint?.includes(want.hint), `hint ${JSON.stringify(d.hint)} lacks ${JSON.stringify(want.hint)}`);
         assert.equal(d.source, lines[d.line - 1], 'source is the offending line');
       });
+      held++;
     });
   }
 });

@@ -11,6 +11,7 @@ import { RumError } from '../../src/errors.js';
 import { domainUuid } from '../../src/libvirt/domain-uuid.js';
 import { domainSpecProblems, domainXml, readOwnerMark, RUM_XMLNS, type DomainSpec } from '../../src/libvirt/domain-xml.js';
 import { escapeAttr, escapeText } from '../../src/libvirt/xml.js';
+import { tally } from '../helpers/tally.js';
 
 function spec(over: Partial<DomainSpec> = {}): DomainSpec {
   return {
@@ -216,10 +217,12 @@ test('hostile strings reach the parser unchanged, in attributes and in text', as
   assert.equal(await q.xpath(`string(${mark}/*[local-name()='config'])`), s.owner.configFile);
   assert.equal(await q.xpath(`string(${mark}/*[local-name()='dir'])`), s.owner.vmDir);
   assert.deepEqual(readOwnerMark(xml), s.owner);
+  tally('input', 'hostile strings carried exactly into the domain XML (parsed)', 9, 9);
 });
 
 test('control characters are refused, naming the field', () => {
   const bad = ['\n', '\r', '\t', '\u0000', '\u001b', '\u007f', '\u0085', '\ufffe', '\ud800'];
+  let refused = 0;
   for (const c of bad) {
     const cases: [string, Partial<DomainSpec>][] = [
       ['overlayPath', { overlayPath: `/x${c}y` }],
@@ -234,8 +237,10 @@ test('control characters are refused, naming the field', () => {
         (err: unknown) => err instanceof RumError && err.code === 'CONFIG_INVALID' && err.message.includes(`${field} contains a control character`),
         `${field} with U+${c.charCodeAt(0).toString(16)}`,
       );
+      refused++;
     }
   }
+  tally('input', 'control characters in domain XML fields, refused', bad.length * 5, refused);
   // The builder refuses them too, whoever calls it.
   assert.throws(() => escapeAttr('a\nb'), RumError);
   assert.throws(() => escapeText('a\u0001b'), RumError);

@@ -17,6 +17,7 @@ import { stampChange, stampOf } from '../../src/image/stamp.js';
 import { fileChecksum } from '../../src/image/sums.js';
 import { TestHttpServer } from '../helpers/http-server.js';
 import { scratchProject, type Rig } from '../helpers/rig.js';
+import { tally } from '../helpers/tally.js';
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
@@ -122,6 +123,7 @@ test('inspect: whatever is not a self-contained qcow2 or raw disk is refused, na
   for (const [name, path, why] of cases) {
     await assert.rejects(inspectBaseImage(path, `image.base ${path}`, 'local'), imageError(`image.base ${path}`, why), name);
   }
+  tally('input', 'files that are not a self-contained disk image, refused', cases.length, cases.length);
   // the hint fits where the file came from
   await assert.rejects(inspectBaseImage(join(dir, 'notes.txt'), 'http://x/y', 'download'), (err: RumError) => /server sent/.test(err.hint ?? ''));
 });
