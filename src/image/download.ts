@@ -90,7 +90,7 @@ export async function download(url: string, dest: string, opts: DownloadOptions 
     await removePartial(partial);
     throw new RumError(
       'IMAGE',
-      `checksum mismatch for ${url}: expected ${algo}:${expected.hex}, got ${algo}:${got.hex}`,
+      `checksum mismatch for ${shown(url)}: expected ${algo}:${expected.hex}, got ${algo}:${got.hex}`,
       opts.expected
         ? 'the file changed upstream or was corrupted on the way; check image.checksum against the distribution'
         : `the file does not match ${opts.sums?.url}; the mirror may be mid-update: try again later`,
@@ -135,7 +135,7 @@ export async function fetchText(url: string, opts: DownloadOptions = {}): Promis
         size += chunk.length;
         if (size > SUMS_MAX_BYTES) {
           res.destroy();
-          throw new RumError('IMAGE', `${url} is larger than a checksum list should be (over 4 MiB)`);
+          throw new RumError('IMAGE', `${shown(url)} is larger than a checksum list should be (over 4 MiB)`);
         }
         chunks.push(chunk);
       }
@@ -174,7 +174,7 @@ async function fetchToPartial(url: string, partial: string, algo: HashAlgo, opts
     if (attempt > MAX_ATTEMPTS) {
       throw new RumError(
         'IMAGE',
-        `downloading ${url} took more than ${MAX_ATTEMPTS} requests`,
+        `downloading ${shown(url)} took more than ${MAX_ATTEMPTS} requests`,
         'the server keeps cutting or restarting the transfer; try a mirror',
       );
     }
@@ -207,7 +207,7 @@ async function fetchToPartial(url: string, partial: string, algo: HashAlgo, opts
         if (!range || range.start !== offset) {
           res.destroy();
           if (offset === 0) {
-            throw new RumError('IMAGE', `${url} answered a plain GET with a partial response (${res.headers['content-range']})`);
+            throw new RumError('IMAGE', `${shown(url)} answered a plain GET with a partial response (${res.headers['content-range']})`);
           }
           // Not the bytes we asked for: throw the partial away and ask for the whole file.
           await removePartial(partial);
@@ -253,7 +253,7 @@ async function fetchToPartial(url: string, partial: string, algo: HashAlgo, opts
           throw new Retryable(`connection closed after ${hashed} of ${total} bytes`);
         }
         if (total !== undefined && hashed > total) {
-          throw new RumError('IMAGE', `${url} sent ${hashed} bytes after announcing ${total}`);
+          throw new RumError('IMAGE', `${shown(url)} sent ${hashed} bytes after announcing ${total}`);
         }
       } finally {
         await fh.close();
@@ -293,13 +293,13 @@ function classify(err: unknown, url: string, signal: AbortSignal | undefined): R
   if (code && UNTRUSTED.has(code)) {
     throw new RumError(
       'IMAGE',
-      `${url}: the server's certificate is not trusted: ${(err as Error).message}`,
+      `${shown(url)}: the server's certificate is not trusted: ${(err as Error).message}`,
       'if this network puts its own CA in front (a proxy), point NODE_EXTRA_CA_CERTS at its certificate (PEM)',
       { cause: err },
     );
   }
   if (code === 'ENOTFOUND') {
-    throw new RumError('IMAGE', `cannot resolve the host of ${url}`, 'check the URL (or image.mirror) and DNS', { cause: err });
+    throw new RumError('IMAGE', `cannot resolve the host of ${shown(url)}`, 'check the URL (or image.mirror) and DNS', { cause: err });
   }
   const message = err instanceof Error ? err.message : String(err);
   return new Retryable(code && !message.includes(code) ? `${message} (${code})` : message, { cause: err });
@@ -308,7 +308,7 @@ function classify(err: unknown, url: string, signal: AbortSignal | undefined): R
 function gaveUp(url: string, attempts: number, last: Retryable): RumError {
   return new RumError(
     'IMAGE',
-    `downloading ${url} failed after ${attempts} attempt${attempts === 1 ? '' : 's'}: ${last.message}`,
+    `downloading ${shown(url)} failed after ${attempts} attempt${attempts === 1 ? '' : 's'}: ${last.message}`,
     'check the network (or image.mirror); running rum again resumes from the bytes already fetched',
     { cause: last },
   );
@@ -317,7 +317,7 @@ function gaveUp(url: string, attempts: number, last: Retryable): RumError {
 function statusError(res: IncomingMessage, url: string): Error {
   res.resume();
   const status = res.statusCode ?? 0;
-  const what = `HTTP ${status}${res.statusMessage ? ` ${res.statusMessage}` : ''} from ${url}`;
+  const what = `HTTP ${status}${res.statusMessage ? ` ${res.statusMessage}` : ''} from ${shown(url)}`;
   if (status >= 500 || status === 408 || status === 429) return new Retryable(what);
   return new RumError(
     'IMAGE',
@@ -340,7 +340,7 @@ async function get(url: string, headers: Record<string, string>, opts: DownloadO
     const location = res.headers.location;
     if (![301, 302, 303, 307, 308].includes(status) || !location) return res;
     res.resume();
-    if (hops >= maxRedirects) throw new RumError('IMAGE', `${url} redirected more than ${maxRedirects} times`);
+    if (hops >= maxRedirects) throw new RumError('IMAGE', `${shown(url)} redirected more than ${maxRedirects} times`);
     current = parseHttpUrl(new URL(location, current).href, url);
   }
 }
@@ -529,5 +529,17 @@ class Meter {
     const total = this.total;
     const etaSeconds = total !== undefined && this.rate > 0 ? Math.max(0, (total - received) / this.rate) : undefined;
     this.onProgress({ received, total, rate: this.rate, etaSeconds });
+  }
+}
+
+/** A URL as messages show it: a password in it is never printed. */
+export function shown(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password === '') return url;
+    u.password = '***';
+    return u.href;
+  } catch {
+    return url;
   }
 }

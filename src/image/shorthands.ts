@@ -2,6 +2,7 @@
 // checksum list, and how a mirror stands in for the distribution's server.
 // Not: downloading (download.ts) or caching (cache.ts); not reading image.mirror or
 // RUM_IMAGE_MIRROR (the caller passes the mirror in).
+import { mirrorProblem } from '../config/image-source.js';
 import { RumError } from '../errors.js';
 import type { HashAlgo } from './sums.js';
 
@@ -81,25 +82,13 @@ export function resolveShorthand(name: string, mirror?: string): ResolvedImage {
   };
 }
 
+/** The mirror as a base URL, judged as rum.yaml's image.mirror is (RUM_IMAGE_MIRROR comes here
+ * unchecked). Its value is never quoted back: it may hold a password. */
 function mirrorRoot(mirror: string): string {
-  let u: URL;
-  try {
-    u = new URL(mirror);
-  } catch {
-    throw badMirror(mirror, 'it is not a URL');
-  }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw badMirror(mirror, 'only http and https are supported');
-  if (u.search !== '' || u.hash !== '') throw badMirror(mirror, 'it may not have a query or fragment');
-  if (u.username !== '' || u.password !== '') throw badMirror(mirror, 'it may not carry credentials');
-  return u.href.endsWith('/') ? u.href : `${u.href}/`;
-}
-
-function badMirror(mirror: string, why: string): RumError {
-  return new RumError(
-    'CONFIG_INVALID',
-    `image mirror "${mirror}" is not usable: ${why}`,
-    'set image.mirror (or RUM_IMAGE_MIRROR) to a base URL such as https://mirror.example/cloud/',
-  );
+  const problem = mirrorProblem(mirror);
+  if (problem) throw new RumError('CONFIG_INVALID', `the image mirror is not usable: ${problem.message}`, `${problem.hint} (image.mirror or RUM_IMAGE_MIRROR)`);
+  const href = new URL(mirror).href;
+  return href.endsWith('/') ? href : `${href}/`;
 }
 
 /** The closest known name within a small edit distance, for "did you mean". */

@@ -410,3 +410,10 @@ test('qemu-img: info on qcow2 and raw, overlay, resize, check', async (t) => {
     return true;
   });
 });
+
+test('a password in an image URL is never shown in a message', async () => {
+  const { shown } = await import('../../src/image/download.js');
+  assert.equal(shown('https://me:s3cret@example.test/x.qcow2'), 'https://me:***@example.test/x.qcow2');
+  assert.equal(shown('https://example.test/x.qcow2'), 'https://example.test/x.qcow2');
+  await assert.rejects(download('http://me:s3cret@127.0.0.1:1/x.qcow2', '/nonexistent/dir/x'), (err: Error) => !err.message.includes('s3cret'));
+});
