@@ -103,9 +103,9 @@ export async function lockVm(o: OpenVm, opts: { noWait?: boolean; onWait?: (pid:
     onWait: (h) => opts.onWait?.(h.pid),
   });
   // Whatever a killed run left half-written is swept now that no run of this VM can be writing.
-  // The image cache is shared by every VM (and maybe hosts): its temps must be an hour old too.
+  // The image cache is shared by this user's VMs: a temp there is kept while its writer lives.
   const before = Date.now();
-  await Promise.all([sweepTemps(o.vm.dir, { before }), sweepTemps(imageCacheDir(), { before, depth: 1, minAgeMs: 60 * 60_000 })]);
+  await Promise.all([sweepTemps(o.vm.dir, { before }), sweepTemps(imageCacheDir(), { before, depth: 1 })]);
   return lock;
 }
 

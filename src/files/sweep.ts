@@ -16,15 +16,11 @@ export function tempWriter(name: string): number | undefined {
 export interface SweepOptions {
   /** Only files last written before this (ms since the epoch): when the caller's lock was taken. */
   before: number;
-  /** Keep files younger than this whatever their PID says: for directories another host may
-   * write (a shared ~/.cache), where a PID means nothing. */
-  minAgeMs?: number;
   /** How many levels of subdirectories to look into (the image cache keeps its temps in two). */
   depth?: number;
   /** When the process with this PID started (ms since the epoch); undefined: no such process.
    * Tests replace it. */
   startedAt?: (pid: number) => Promise<number | undefined>;
-  now?: number;
 }
 
 /**
@@ -33,7 +29,6 @@ export interface SweepOptions {
  */
 export async function sweepTemps(dir: string, opts: SweepOptions): Promise<string[]> {
   const startedAt = opts.startedAt ?? processStart;
-  const now = opts.now ?? Date.now();
   const removed: string[] = [];
   const visit = async (d: string, depth: number): Promise<void> => {
     const entries = await readdir(d, { withFileTypes: true }).catch(() => []);
@@ -46,7 +41,7 @@ export async function sweepTemps(dir: string, opts: SweepOptions): Promise<strin
       const pid = tempWriter(e.name);
       if (pid === undefined || !e.isFile()) continue; // symlinks and sockets are never rum's temps
       const st = await lstat(path).catch(() => undefined);
-      if (!st?.isFile() || st.mtimeMs >= opts.before || now - st.mtimeMs < (opts.minAgeMs ?? 0)) continue;
+      if (!st?.isFile() || st.mtimeMs >= opts.before) continue;
       // A live writer is one that was already running when the file was last written: the same
       // PID in a process started later is a reuse, and the file's writer is gone.
       const started = await startedAt(pid);

@@ -89,18 +89,17 @@ test('a PID reused since the file was written does not keep it', async () => {
   assert.deepEqual(await readdir(d), [heldStill.split('/').pop()]);
 });
 
-test('a shared directory: only temps older than minAgeMs, down to the depth asked', async () => {
+test('the image cache: down to the depth asked', async () => {
   const d = await scratch();
-  await mkdir(join(d, 'by-url'));
-  await mkdir(join(d, 'by-url', 'deeper'));
+  await mkdir(join(d, 'incoming'));
+  await mkdir(join(d, 'incoming', 'deeper'));
   const dead = await deadPid();
-  const recent = await file(join(d, 'by-url', `k.json.tmp-${dead}-1`), 5 * 60_000);
-  const old = await file(join(d, 'by-url', `j.json.tmp-${dead}-1`), 2 * 3_600_000);
-  const tooDeep = await file(join(d, 'by-url', 'deeper', `k.json.tmp-${dead}-1`), 2 * 3_600_000);
-  assert.deepEqual(await sweepTemps(d, { before: Date.now(), minAgeMs: 3_600_000 }), [], 'depth 0 does not look in by-url/');
-  assert.deepEqual(await sweepTemps(d, { before: Date.now(), minAgeMs: 3_600_000, depth: 1 }), [old]);
-  assert.deepEqual((await readdir(join(d, 'by-url'))).sort(), ['deeper', recent.split('/').pop()!].sort());
-  assert.deepEqual(await readdir(join(d, 'by-url', 'deeper')), [tooDeep.split('/').pop()]);
+  const old = await file(join(d, 'incoming', `j.json.tmp-${dead}-1`), 5 * 60_000);
+  const tooDeep = await file(join(d, 'incoming', 'deeper', `k.json.tmp-${dead}-1`), 5 * 60_000);
+  assert.deepEqual(await sweepTemps(d, { before: Date.now() }), [], 'depth 0 does not look in incoming/');
+  assert.deepEqual(await sweepTemps(d, { before: Date.now(), depth: 1 }), [old]);
+  assert.deepEqual(await readdir(join(d, 'incoming')), ['deeper']);
+  assert.deepEqual(await readdir(join(d, 'incoming', 'deeper')), [tooDeep.split('/').pop()]);
   assert.deepEqual(await sweepTemps(join(d, 'no-such-dir'), { before: Date.now() }), [], 'a missing directory is nothing to sweep');
 });
 
