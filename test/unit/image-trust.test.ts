@@ -330,4 +330,5 @@ test('rule: a cached image that changed on disk is not trusted: confirmed by dig
   assert.equal(srv.requestsFor('/img.qcow2').length, 2);
   assert.deepEqual(await readFile(cached), body);
   assert.deepEqual((await p.rumJson('build', 'base-image')).built, []);
+  tally('fault', 'a cached image damaged on disk (fetched again before use)', 1, 1);
 });
