@@ -114,6 +114,15 @@ fix_kvm() {
   fi
 }
 
+# $RUN_DIR/mnt: a shared mount point, made before the daemons start. `ip netns exec` gives each
+# daemon a mount namespace of its own (a slave of this one), so a filesystem a test mounts
+# later (the fault tier's small tmpfs) reaches libvirtd, virtlogd and QEMU only from under here.
+start_shared_mnt() {
+  mkdir -p "$RUN_DIR/mnt"
+  mountpoint -q "$RUN_DIR/mnt" || mount --bind "$RUN_DIR/mnt" "$RUN_DIR/mnt"
+  mount --make-rshared "$RUN_DIR/mnt"
+}
+
 start_ns() {
   if ! ns_exists; then
     say "creating network namespace $NS"
@@ -270,6 +279,7 @@ cmd_start() {
   trap 'st=$?; if [ $st != 0 ]; then warn "start failed: undoing"; cmd_stop || true; fi' EXIT
   SECONDS=0
   fix_kvm
+  start_shared_mnt
   start_ns
   start_daemon virtlogd
   write_libvirtd_conf
@@ -345,6 +355,13 @@ cmd_stop() {
     say "deleting network namespace $NS"
     ip netns delete "$NS"
   fi
+  # 5. Filesystems tests mounted under the shared mount point, then the point itself.
+  if mountpoint -q "$RUN_DIR/mnt"; then
+    for m in $(awk -v p="$RUN_DIR/mnt/" 'index($2, p) == 1 {print $2}' /proc/self/mounts | sort -r); do
+      say "unmounting $m"; umount "$m" || warn "could not unmount $m"
+    done
+    umount "$RUN_DIR/mnt" || warn "could not unmount $RUN_DIR/mnt"
+  fi
   rm -f "$RUN_DIR"/*.pid "$RUN_DIR/env" "$RUN_DIR/preexisting"
   say "stopped"
 }
@@ -376,5 +393,7 @@ case ${1:-} in
   start) cmd_start ;;
   stop) cmd_stop ;;
   status) cmd_status ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  # libvirtd again after a test ended it (the fault tier); the rest of the environment stays.
+  libvirtd) write_libvirtd_conf; start_daemon libvirtd -f "$RUN_DIR/libvirtd.conf"; wait_socket ;;
+  *) echo "usage: $0 start|stop|status|libvirtd" >&2; exit 2 ;;
 esac

@@ -5,20 +5,24 @@ import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { execa } from 'execa';
 import { parse, stringify } from 'yaml';
-import { PYTHON, inNs, repoRoot, rumBin, scratchDir, userIds, userPath } from './env.js';
+import { PYTHON, RUN_DIR, inNs, repoRoot, rumBin, scratchDir, userIds, userPath } from './env.js';
 
 export interface E2eProject {
   dir: string;
   dataHome: string;
+  cacheHome: string;
   vmDir: string;
   rum(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }>;
   rumJson<T = any>(...args: string[]): Promise<T>;
   exec(command: string): Promise<{ code: number; stdout: string; stderr: string }>;
   /** rum in the background (e.g. `forward`), ended with SIGINT like Ctrl-C, by its PID. */
   rumBackground(...args: string[]): {
-    /** Resolves once rum has printed `pattern` (stdout or stderr); fails after `ms`. */
-    waitFor(pattern: RegExp, ms?: number): Promise<void>;
-    stop(): Promise<{ code: number; stdout: string; stderr: string }>;
+    /** Resolves, with the match, once rum has printed `pattern` (stdout or stderr); fails after `ms`. */
+    waitFor(pattern: RegExp, ms?: number): Promise<RegExpMatchArray>;
+    /** Sends `signal` (default SIGINT, like Ctrl-C) and waits for rum to exit. */
+    stop(signal?: NodeJS.Signals): Promise<{ code: number; stdout: string; stderr: string }>;
+    /** Waits for rum to exit by itself. */
+    done(): Promise<{ code: number; stdout: string; stderr: string }>;
   };
   editConfig(edit: (c: any) => void): Promise<void>;
 }
@@ -37,13 +41,16 @@ export async function imageMirror(): Promise<string> {
 export async function e2eProject(
   t: TestContext,
   config: Record<string, unknown>,
-  opts: { user?: string; home?: boolean } = {},
+  /** `dataFs`: the data directory (VMs) on a tmpfs of that size, e.g. '256m', so a test can fill it. */
+  opts: { user?: string; home?: boolean; dataFs?: string } = {},
 ): Promise<E2eProject> {
   // Registered before the scratch directory's removal, so it runs first (after-hooks run in
   // order): the VM is destroyed while its directory still exists.
   let project: E2eProject | undefined;
+  let mounted: string | undefined;
   t.after(async () => {
     if (project) await project.rum('destroy', '-y');
+    if (mounted) await execa('umount', [mounted]); // before the rmdir registered below
   });
   // A run killed earlier may have left this test's domain behind (in our private libvirtd);
   // rum rightly refuses a domain another rum.yaml owns, so clear it first.
@@ -55,7 +62,15 @@ export async function e2eProject(
   const dir = join(root, 'proj');
   await mkdir(dir);
   const mirror = await imageMirror();
-  const dataHome = home ? join(home, '.local/share') : join(root, 'data');
+  let dataHome = home ? join(home, '.local/share') : join(root, 'data');
+  if (opts.dataFs) {
+    // Under the environment's shared mount point: a mount made elsewhere would not reach the
+    // daemons' mount namespaces (test/e2e/env.sh).
+    mounted = await mkdtemp(join(RUN_DIR, 'mnt', 'data-'));
+    await execa('mount', ['-t', 'tmpfs', '-o', `size=${opts.dataFs},mode=0755`, 'tmpfs', mounted]);
+    dataHome = mounted;
+    t.after(() => rm(mounted!, { recursive: true, force: true }));
+  }
   const env: Record<string, string> = {
     ...(home ? {} : { XDG_DATA_HOME: dataHome, XDG_CACHE_HOME: join(root, 'cache') }),
     RUM_IMAGE_MIRROR: mirror,
@@ -75,6 +90,7 @@ export async function e2eProject(
   const p: E2eProject = {
     dir,
     dataHome,
+    cacheHome: home ? join(home, '.cache') : join(root, 'cache'),
     vmDir: join(dataHome, 'rum', String(config.name)),
     rum: async (...args) => {
       const r = await inNs('env', [...Object.entries(env).map(([k, v]) => `${k}=${v}`), rumBin, ...args], {
@@ -106,6 +122,12 @@ export async function e2eProject(
         timeout: 10 * 60_000,
         ...(opts.user ? { user: opts.user } : {}),
       }) as Promise<unknown> & { kill(signal: NodeJS.Signals): boolean; stdout: NodeJS.ReadableStream; stderr: NodeJS.ReadableStream };
+      const finished = async () => {
+        const r = (await child) as { exitCode?: number; signal?: string; stdout?: unknown; stderr?: unknown };
+        const code = r.exitCode ?? (r.signal === 'SIGKILL' ? 137 : -1);
+        t.diagnostic(`rum ${args.join(' ')} (background) -> ${code}`);
+        return { code, stdout: String(r.stdout ?? ''), stderr: String(r.stderr ?? '') };
+      };
       let seen = '';
       const waiters = new Set<() => void>();
       const take = (d: Buffer) => {
@@ -116,12 +138,13 @@ export async function e2eProject(
       child.stderr.on('data', take);
       return {
         waitFor: (pattern, ms = 120_000) =>
-          new Promise<void>((resolve, reject) => {
+          new Promise<RegExpMatchArray>((resolve, reject) => {
             const check = () => {
-              if (!pattern.test(seen)) return;
+              const m = seen.match(pattern);
+              if (!m) return;
               waiters.delete(check);
               clearTimeout(timer);
-              resolve();
+              resolve(m);
             };
             const timer = setTimeout(() => {
               waiters.delete(check);
@@ -130,11 +153,11 @@ export async function e2eProject(
             waiters.add(check);
             check();
           }),
-        stop: async () => {
-          child.kill('SIGINT'); // rum-in-ns execs into ip netns exec, which execs env, then node: one PID
-          const r = (await child) as { exitCode?: number; stdout?: unknown; stderr?: unknown };
-          return { code: r.exitCode ?? -1, stdout: String(r.stdout ?? ''), stderr: String(r.stderr ?? '') };
+        stop: async (signal = 'SIGINT') => {
+          child.kill(signal); // rum-in-ns execs into ip netns exec, which execs env, then node: one PID
+          return finished();
         },
+        done: () => finished(),
       };
     },
     editConfig: async (edit) => {
