@@ -25,14 +25,16 @@ const VIR_DOMAIN_RUNNING = 1;
 const VIR_ERR_INTERNAL_ERROR = 1;
 const VIR_ERR_NO_DOMAIN = 42;
 
-const word = (n: number) => {
+/** XDR as libvirt sends it: a 32-bit word; a string padded to 4 bytes. */
+export const word = (n: number) => {
   const b = Buffer.alloc(4);
   b.writeUInt32BE(n >>> 0);
   return b;
 };
-const xdrString = (s: string) => Buffer.concat([word(Buffer.byteLength(s)), Buffer.from(s), Buffer.alloc((4 - (Buffer.byteLength(s) % 4)) % 4)]);
+export const xdrString = (s: string) => Buffer.concat([word(Buffer.byteLength(s)), Buffer.from(s), Buffer.alloc((4 - (Buffer.byteLength(s) % 4)) % 4)]);
 
-function reply(call: Buffer, body: Buffer, status = 0): Buffer {
+/** A reply packet to the call in `call`, with `body`. */
+export function reply(call: Buffer, body: Buffer, status = 0): Buffer {
   const head = Buffer.alloc(28);
   head.writeUInt32BE(28 + body.length, 0);
   call.copy(head, 4, 4, 16); // program, version, procedure

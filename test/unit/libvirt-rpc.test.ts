@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { localSockets, rpcSnapshot } from '../../src/libvirt/rpc.js';
+import { reply, word, xdrString } from '../helpers/fake-libvirtd.js';
 
 async function fakeDaemon(t: test.TestContext, onData: (sock: Socket, packet: Buffer) => void): Promise<NodeJS.ProcessEnv> {
   const dir = mkdtempSync(join(tmpdir(), 'rum-rpc-'));
@@ -19,17 +20,6 @@ async function fakeDaemon(t: test.TestContext, onData: (sock: Socket, packet: Bu
     rmSync(dir, { recursive: true, force: true });
   });
   return { XDG_RUNTIME_DIR: dir };
-}
-
-/** A reply packet to the call in `call`, with `body`. */
-function reply(call: Buffer, body: Buffer, status = 0): Buffer {
-  const head = Buffer.alloc(28);
-  head.writeUInt32BE(28 + body.length, 0);
-  call.copy(head, 4, 4, 16); // program, version, procedure
-  head.writeInt32BE(1, 16); // REPLY
-  head.writeUInt32BE(call.readUInt32BE(20), 20); // serial
-  head.writeInt32BE(status, 24);
-  return Buffer.concat([head, body]);
 }
 
 test('which sockets a URI reaches: plain local qemu URIs only', () => {
@@ -83,9 +73,6 @@ test('a nonsense packet length, or an error where an answer was due: undefined',
   assert.equal(await rpcSnapshot('qemu:///session', 'x', { env: refused, timeoutMs: 2000, euid: 7 }), undefined);
 });
 
-/** XDR: a word, a string padded to 4, as libvirt sends them. */
-const word = (n: number) => Buffer.from([(n >>> 24) & 255, (n >>> 16) & 255, (n >>> 8) & 255, n & 255]);
-const xdrString = (v: string) => Buffer.concat([word(v.length), Buffer.from(v), Buffer.alloc((4 - (v.length % 4)) % 4)]);
 
 test('a domain the daemon does not know (VIR_ERR_NO_DOMAIN) is absent, not a failure', async (t) => {
   const env = await fakeDaemon(t, (sock, call) => {

@@ -12,6 +12,7 @@ import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { describeNote } from '../../src/cli/commands/list.js';
 import { visible } from '../../src/cli/output.js';
+import { reply, word, xdrString } from '../helpers/fake-libvirtd.js';
 import type { Config } from '../../src/config/schema.js';
 import { listDomains, parseDomainList, titleNames, xmlTitle, type DomainListing, type ListedDomain } from '../../src/libvirt/domain-list.js';
 import { VmDir } from '../../src/paths.js';
@@ -195,21 +196,7 @@ test('listDomains on the real virsh: the test driver, a socket nobody serves, vi
 async function fakeDaemon(t: test.TestContext, domains: Record<string, { state: number; xml: string }>, seen: number[]): Promise<NodeJS.ProcessEnv> {
   const dir = await mkdtemp(join(tmpdir(), 'rum-list-rpc-'));
   await mkdir(join(dir, 'libvirt'));
-  const word = (v: number) => {
-    const b = Buffer.alloc(4);
-    b.writeInt32BE(v);
-    return b;
-  };
-  const str = (v: string) => Buffer.concat([word(Buffer.byteLength(v)), Buffer.from(v), Buffer.alloc((4 - (Buffer.byteLength(v) % 4)) % 4)]);
-  const reply = (call: Buffer, body: Buffer, status = 0) => {
-    const head = Buffer.alloc(28);
-    head.writeUInt32BE(28 + body.length, 0);
-    call.copy(head, 4, 4, 16);
-    head.writeInt32BE(1, 16);
-    head.writeUInt32BE(call.readUInt32BE(20), 20);
-    head.writeInt32BE(status, 24);
-    return Buffer.concat([head, body]);
-  };
+  const str = xdrString;
   const server = createServer((sock) => {
     let buf = Buffer.alloc(0);
     sock.on('data', (chunk: Buffer) => {
