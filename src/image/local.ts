@@ -5,7 +5,7 @@ import { accessSync, constants, statSync, type Stats } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
 import { RumError } from '../errors.js';
 import type { ImageInfo } from './qemu-img.js';
-import { fileChecksum, formatChecksum, type Checksum } from './sums.js';
+import type { Checksum } from './sums.js';
 
 /**
  * Whether `path` can be digested as an input file: a readable regular file, or nothing at all
@@ -53,6 +53,7 @@ export async function checkLocalImage(path: string, opts: { checksum?: Checksum;
     throw unusable(what, err);
   }
   if (opts.checksum) {
+    const { fileChecksum, formatChecksum } = await import('./sums.js'); // node:crypto: only when a checksum is checked
     const got = await fileChecksum(path, opts.checksum.algo, opts.signal).catch((err: unknown) => {
       throw opts.signal?.aborted ? err : unusable(what, err);
     });
