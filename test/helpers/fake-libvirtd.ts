@@ -33,6 +33,20 @@ export const word = (n: number) => {
 };
 export const xdrString = (s: string) => Buffer.concat([word(Buffer.byteLength(s)), Buffer.from(s), Buffer.alloc((4 - (Buffer.byteLength(s) % 4)) % 4)]);
 
+/** Calls as they arrive on `sock`, split by their length words (several may come in one chunk);
+ * `handle` returning 'stop' drops the rest. */
+export function onCalls(sock: Socket, handle: (call: Buffer, proc: number) => 'stop' | void): void {
+  let buf = Buffer.alloc(0);
+  sock.on('data', (chunk: Buffer) => {
+    buf = Buffer.concat([buf, chunk]);
+    while (buf.length >= 4 && buf.length >= buf.readUInt32BE(0)) {
+      const call = buf.subarray(0, buf.readUInt32BE(0));
+      buf = buf.subarray(call.length);
+      if (handle(call, call.readInt32BE(12)) === 'stop') return;
+    }
+  });
+}
+
 /** A reply packet to the call in `call`, with `body`. */
 export function reply(call: Buffer, body: Buffer, status = 0): Buffer {
   const head = Buffer.alloc(28);
@@ -67,31 +81,26 @@ export async function fakeLibvirtd(t: TestContext, mode: FakeMode, opts: { xml?:
   const server = createServer((sock: Socket) => {
     sock.on('error', () => undefined);
     if (mode === 'close-at-once') return void sock.destroy();
-    let buf = Buffer.alloc(0);
-    sock.on('data', (chunk: Buffer) => {
-      buf = Buffer.concat([buf, chunk]);
-      while (buf.length >= 4 && buf.length >= buf.readUInt32BE(0)) {
-        const call = buf.subarray(0, buf.readUInt32BE(0));
-        buf = buf.subarray(call.length);
-        const proc = call.readInt32BE(12);
-        calls.push(proc);
-        if (mode === 'drop-at-lookup' && !HANDSHAKE.has(proc)) return void sock.destroy();
-        if (mode === 'lookup-error' && !HANDSHAKE.has(proc) && proc !== LOOKUP_BY_NAME) return void sock.destroy();
-        if (proc === LOOKUP_BY_NAME && mode === 'running') {
-          // remote_nonnull_domain: name, uuid (16 bytes), id.
-          asked = call.toString('utf8', 32, 32 + call.readUInt32BE(28));
-          sock.write(reply(call, Buffer.concat([xdrString(asked), Buffer.alloc(16, 7), word(1)])));
-        } else if (proc === GET_STATE && mode === 'running') sock.write(reply(call, Buffer.concat([word(VIR_DOMAIN_RUNNING), word(1)])));
-        else if (proc === GET_XML_DESC && mode === 'running') sock.write(reply(call, xdrString((opts.xml ?? '<domain type="kvm"><name>NAME</name></domain>\n').replace('NAME', asked))));
-        else if (proc === LOOKUP_BY_NAME) {
-          const name = call.toString('utf8', 32, 32 + call.readUInt32BE(28));
-          const error =
-            mode === 'lookup-error'
-              ? libvirtError(VIR_ERR_INTERNAL_ERROR, 'internal error: the daemon is shutting down')
-              : libvirtError(VIR_ERR_NO_DOMAIN, `Domain not found: no domain with matching name '${name}'`);
-          sock.write(reply(call, error, 1));
-        } else sock.write(reply(call, Buffer.alloc(8)));
+    onCalls(sock, (call, proc) => {
+      calls.push(proc);
+      if ((mode === 'drop-at-lookup' && !HANDSHAKE.has(proc)) || (mode === 'lookup-error' && !HANDSHAKE.has(proc) && proc !== LOOKUP_BY_NAME)) {
+        sock.destroy();
+        return 'stop';
       }
+      if (proc === LOOKUP_BY_NAME && mode === 'running') {
+        // remote_nonnull_domain: name, uuid (16 bytes), id.
+        asked = call.toString('utf8', 32, 32 + call.readUInt32BE(28));
+        sock.write(reply(call, Buffer.concat([xdrString(asked), Buffer.alloc(16, 7), word(1)])));
+      } else if (proc === GET_STATE && mode === 'running') sock.write(reply(call, Buffer.concat([word(VIR_DOMAIN_RUNNING), word(1)])));
+      else if (proc === GET_XML_DESC && mode === 'running') sock.write(reply(call, xdrString((opts.xml ?? '<domain type="kvm"><name>NAME</name></domain>\n').replace('NAME', asked))));
+      else if (proc === LOOKUP_BY_NAME) {
+        const name = call.toString('utf8', 32, 32 + call.readUInt32BE(28));
+        const error =
+          mode === 'lookup-error'
+            ? libvirtError(VIR_ERR_INTERNAL_ERROR, 'internal error: the daemon is shutting down')
+            : libvirtError(VIR_ERR_NO_DOMAIN, `Domain not found: no domain with matching name '${name}'`);
+        sock.write(reply(call, error, 1));
+      } else sock.write(reply(call, Buffer.alloc(8)));
     });
   });
   await new Promise<void>((resolve) => server.listen(socket, resolve));

@@ -12,7 +12,7 @@ import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { describeNote } from '../../src/cli/commands/list.js';
 import { visible } from '../../src/cli/output.js';
-import { reply, word, xdrString } from '../helpers/fake-libvirtd.js';
+import { onCalls, reply, word, xdrString } from '../helpers/fake-libvirtd.js';
 import type { Config } from '../../src/config/schema.js';
 import { listDomains, parseDomainList, titleNames, xmlTitle, type DomainListing, type ListedDomain } from '../../src/libvirt/domain-list.js';
 import { VmDir } from '../../src/paths.js';
@@ -198,22 +198,15 @@ async function fakeDaemon(t: test.TestContext, domains: Record<string, { state: 
   await mkdir(join(dir, 'libvirt'));
   const str = xdrString;
   const server = createServer((sock) => {
-    let buf = Buffer.alloc(0);
-    sock.on('data', (chunk: Buffer) => {
-      buf = Buffer.concat([buf, chunk]);
-      while (buf.length >= 4 && buf.length >= buf.readUInt32BE(0)) {
-        const call = buf.subarray(0, buf.readUInt32BE(0));
-        buf = buf.subarray(call.length);
-        const proc = call.readInt32BE(12);
-        seen.push(proc);
-        const name = proc === 23 || proc === 212 || proc === 14 ? call.toString('utf8', 32, 32 + call.readUInt32BE(28)) : '';
-        if (proc === 66) sock.write(reply(call, word(0)));
-        else if (proc === 1) sock.write(reply(call, Buffer.alloc(0)));
-        else if (proc === 23 && !domains[name]) sock.write(reply(call, Buffer.concat([word(42), word(10), word(1), str(`Domain not found: '${name}'`)]), 1));
-        else if (proc === 23) sock.write(reply(call, Buffer.concat([str(name), Buffer.alloc(16, 7), word(-1)])));
-        else if (proc === 212) sock.write(reply(call, Buffer.concat([word(domains[name]!.state), word(0)])));
-        else if (proc === 14) sock.write(reply(call, str(domains[name]!.xml)));
-      }
+    onCalls(sock, (call, proc) => {
+      seen.push(proc);
+      const name = proc === 23 || proc === 212 || proc === 14 ? call.toString('utf8', 32, 32 + call.readUInt32BE(28)) : '';
+      if (proc === 66) sock.write(reply(call, word(0)));
+      else if (proc === 1) sock.write(reply(call, Buffer.alloc(0)));
+      else if (proc === 23 && !domains[name]) sock.write(reply(call, Buffer.concat([word(42), word(10), word(1), str(`Domain not found: '${name}'`)]), 1));
+      else if (proc === 23) sock.write(reply(call, Buffer.concat([str(name), Buffer.alloc(16, 7), word(-1)])));
+      else if (proc === 212) sock.write(reply(call, Buffer.concat([word(domains[name]!.state), word(0)])));
+      else if (proc === 14) sock.write(reply(call, str(domains[name]!.xml)));
     });
   });
   await new Promise<void>((r) => server.listen(join(dir, 'libvirt', 'libvirt-sock'), r));
