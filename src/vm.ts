@@ -12,7 +12,7 @@ import type { Engine, PlanOptions } from './graph/plan.js';
 import { StateStore } from './graph/state.js';
 import { imageCacheDir, VmDir } from './paths.js';
 import type { Config } from './config/schema.js';
-import { domainFacts, type RumCtx } from '../tasks/context.js';
+import { domainFacts, forgetDomainFacts, type RumCtx } from '../tasks/context.js';
 
 export interface GlobalOptions {
   config?: string;
@@ -102,6 +102,9 @@ export async function lockVm(o: OpenVm, opts: { noWait?: boolean; onWait?: (pid:
     signal: opts.signal,
     onWait: (h) => opts.onWait?.(h.pid),
   });
+  // What was learnt of the domain before the lock may be out of date by now: decisions made
+  // under the lock ask libvirt again.
+  forgetDomainFacts(o);
   // Whatever a killed run left half-written is swept now that no run of this VM can be writing.
   // The image cache is shared by this user's VMs: a temp there is kept while its writer lives.
   const before = Date.now();

@@ -52,6 +52,6 @@ export function domainFacts(ctx: Pick<RumCtx, 'config' | 'vm' | 'env'>): Promise
   }
   return f;
 }
-export function forgetDomainFacts(ctx: RumCtx): void {
+export function forgetDomainFacts(ctx: Pick<RumCtx, 'vm'>): void {
   facts.delete(ctx.vm);
 }
