@@ -27,7 +27,7 @@ test('a vanished disk stops the run with what is gone and how to go on; nothing 
   assert.doesNotMatch(again.stderr, /at .*\.js:\d+/, 'no stack trace');
   await assert.rejects(stat(p.vmFile('disk.qcow2')), 'no empty disk made in its place');
 
-  const plan = await p.rumJson('up', '--dry-run');
+  const plan = await p.rumJson('graph'); // the plan without asking libvirt, which unit tests may not have
   const overlay = plan.nodes.find((n: { id: string }) => n.id === 'overlay');
   assert.equal(overlay.action, 'kept-needs-reset');
   assert.equal(overlay.reason.type, 'lost');
