@@ -3,6 +3,9 @@
 // RumErrors with a hint. Knows virsh, not rules, keys or rum.yaml. "Absent" (no such domain or
 // network) is a value, not a failure.
 import { spawn } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { shellQuote } from '../ssh/openssh.js';
 import { RumError } from '../errors.js';
 import { seeDoctor } from '../host/check.js';
@@ -316,6 +319,112 @@ export class Virsh {
   async netDhcpLeases(name: string, mac?: string): Promise<DhcpLease[] | undefined> {
     const r = await this.attempt(['net-dhcp-leases', '--network', name, ...(mac ? ['--mac', mac] : [])], ['no-network']);
     return 'failed' in r ? undefined : parseDhcpLeases(r.stdout);
+  }
+
+  /** Names of all networks, active or not, persistent or not. */
+  async netList(): Promise<string[]> {
+    return (await this.run(['net-list', '--all', '--name'])).split('\n').map((l) => l.trim()).filter((l) => l.length > 0);
+  }
+
+  /** The network's XML (`inactive`: the persistent definition, not the live one), or undefined when there is no such network. */
+  async netDumpXml(name: string, opts: { inactive?: boolean } = {}): Promise<string | undefined> {
+    const r = await this.attempt(['net-dumpxml', '--network', name, ...(opts.inactive ? ['--inactive'] : [])], ['no-network']);
+    return 'failed' in r ? undefined : r.stdout;
+  }
+
+  /**
+   * Define (or redefine) a persistent network, from a file or from XML text, checked against
+   * libvirt's schema. A network that is running keeps its live state until it is restarted.
+   */
+  async netDefine(source: { file: string } | { xml: string }): Promise<void> {
+    if ('file' in source) {
+      await this.run(['net-define', '--file', source.file, '--validate']);
+      return;
+    }
+    const dir = await mkdtemp(join(tmpdir(), 'rum-net-'));
+    try {
+      const file = join(dir, 'network.xml');
+      await writeFile(file, source.xml, { mode: 0o600 });
+      await this.run(['net-define', '--file', file, '--validate']);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  /**
+   * Stop the network: its bridge and dnsmasq go. Guests attached to it keep running but are cut
+   * off for good: on libvirt 9.0 a net-start afterwards makes a new bridge without their tap
+   * devices (measured). Change a running network with netUpdateDhcpHost/netUpdateDnsHost instead.
+   */
+  async netDestroy(name: string): Promise<'destroyed' | 'not-running' | 'absent'> {
+    const r = await this.attempt(['net-destroy', '--network', name], ['network-inactive', 'no-network']);
+    if (!('failed' in r)) return 'destroyed';
+    return r.failed === 'no-network' ? 'absent' : 'not-running';
+  }
+
+  /** Remove the persistent definition (a running network keeps running, as a transient one). */
+  async netUndefine(name: string): Promise<'undefined' | 'absent'> {
+    const r = await this.attempt(['net-undefine', '--network', name], ['no-network']);
+    return 'failed' in r ? 'absent' : 'undefined';
+  }
+
+  /** Start the network (or not) when the libvirt daemon starts. */
+  async netAutostart(name: string, on: boolean): Promise<void> {
+    await this.run(['net-autostart', '--network', name, ...(on ? [] : ['--disable'])]);
+  }
+
+  /**
+   * Add, change or remove one machine's DHCP reservation, in the persistent definition and, when
+   * the network runs, in its live state: libvirt rewrites dnsmasq's hosts file and signals it, so
+   * attached guests keep their network. An entry is found by its MAC (`delete` sends only the MAC;
+   * libvirt would otherwise want every field to match). `absent`: delete/modify found no entry of
+   * that MAC; `exists`: add found one with the same MAC, name or address (modify it instead).
+   */
+  async netUpdateDhcpHost(network: string, op: 'add' | 'delete' | 'modify', host: { mac: string; name: string; ip: string }): Promise<'updated' | 'absent' | 'exists'> {
+    const { dhcpHostXml } = await import('./network-xml.js');
+    const xml = op === 'delete' ? dhcpHostXml({ mac: host.mac }) : dhcpHostXml(host);
+    return this.netUpdate(network, op, 'ip-dhcp-host', xml, {
+      absent: /couldn't locate (?:an existing|a matching) dhcp host entry/i,
+      exists: /there is an existing dhcp host entry/i,
+    });
+  }
+
+  /**
+   * Add or remove a DNS record (`name` -> `ip`), live and persistent as netUpdateDhcpHost.
+   * libvirt 9.0 cannot modify one ("DNS HOST records cannot be modified"): delete, then add.
+   * `delete` matches by address only. `exists`: add found a record with that address.
+   */
+  async netUpdateDnsHost(network: string, op: 'add' | 'delete', host: { ip: string; name: string }): Promise<'updated' | 'absent' | 'exists'> {
+    const { dnsHostXml } = await import('./network-xml.js');
+    const xml = op === 'delete' ? dnsHostXml({ ip: host.ip }) : dnsHostXml(host);
+    return this.netUpdate(network, op, 'dns-host', xml, {
+      absent: /couldn't locate a matching DNS HOST record/i,
+      exists: /there is already at least one DNS HOST record/i,
+    });
+  }
+
+  /** net-update, live and persistent; only persistent when the network is not running. */
+  private async netUpdate(
+    network: string,
+    op: 'add' | 'delete' | 'modify',
+    section: 'ip-dhcp-host' | 'dns-host',
+    xml: string,
+    outcomes: { absent: RegExp; exists: RegExp },
+  ): Promise<'updated' | 'absent' | 'exists'> {
+    const args = ['net-update', '--network', network, '--command', op, '--section', section, '--xml', xml];
+    for (const flags of [['--live', '--config'], ['--config']]) {
+      try {
+        await this.run([...args, ...flags]);
+        return 'updated';
+      } catch (err) {
+        if (!(err instanceof VirshError)) throw err;
+        if (flags.includes('--live') && /network is not running/i.test(err.stderr)) continue;
+        if (outcomes.absent.test(err.stderr)) return 'absent';
+        if (outcomes.exists.test(err.stderr)) return 'exists';
+        throw err;
+      }
+    }
+    throw new Error('unreachable');
   }
 
   /** Names of all domains, running or not. */
