@@ -6,44 +6,49 @@ import { join, resolve } from 'node:path';
 import { writeAtomic } from '../files/atomic.js';
 import { digestOf } from '../graph/digest.js';
 import { cacheHome } from '../paths.js';
-import type { Config } from './schema.js';
+import type { Project } from './schema.js';
 
 declare const RUM_VERSION: string | undefined;
 const VERSION = typeof RUM_VERSION === 'string' ? RUM_VERSION : 'dev';
 
+// Bumped whenever what an entry holds changes shape: 2, a Project (every machine) where 1 held a
+// Config. An entry of another format never matches a key, so it is never read as this one.
+const FORMAT = 2;
+
 interface Entry {
   key: string;
-  config: Config;
+  project: Project;
 }
 
 const entryPath = (file: string, env: NodeJS.ProcessEnv) => join(cacheHome(env), 'rum', 'config', `${digestOf(file)}.json`);
 const keyOf = (file: string, text: string, env: NodeJS.ProcessEnv) =>
-  digestOf(JSON.stringify([VERSION, file, env.HOME ?? '', env.RUM_IMAGE_MIRROR ?? '', text]));
+  digestOf(JSON.stringify([FORMAT, VERSION, file, env.HOME ?? '', env.RUM_IMAGE_MIRROR ?? '', text]));
 
 /**
- * The config for `file` if this exact text was validated before and what the filesystem checks
- * read still holds (mount sources are directories); otherwise undefined: load it properly.
+ * The project for `file` if this exact text was validated before and what the filesystem checks
+ * read still holds (every machine's mount sources are directories); otherwise undefined: load it properly.
  */
-export async function cachedConfig(file: string, text: string, env: NodeJS.ProcessEnv): Promise<Config | undefined> {
+export async function cachedProject(file: string, text: string, env: NodeJS.ProcessEnv): Promise<Project | undefined> {
   let entry: Entry;
   try {
     entry = JSON.parse(await readFile(entryPath(file, env), 'utf8')) as Entry;
   } catch {
     return undefined;
   }
-  if (entry.key !== keyOf(file, text, env)) return undefined;
-  for (const m of entry.config.mounts) {
-    const st = await stat(m.hostPath).catch(() => undefined);
+  if (entry?.key !== keyOf(file, text, env) || !Array.isArray(entry.project?.machines)) return undefined;
+  const sources = new Set(entry.project.machines.flatMap((c) => c.mounts.map((m) => m.hostPath)));
+  for (const hostPath of sources) {
+    const st = await stat(hostPath).catch(() => undefined);
     if (!st?.isDirectory()) return undefined; // the full loader reports it at rum.yaml:line:col
   }
-  return entry.config;
+  return entry.project;
 }
 
-export async function rememberConfig(file: string, text: string, env: NodeJS.ProcessEnv, config: Config): Promise<void> {
+export async function rememberProject(file: string, text: string, env: NodeJS.ProcessEnv, project: Project): Promise<void> {
   const path = entryPath(file, env);
   try {
     await mkdir(resolve(path, '..'), { recursive: true });
-    await writeAtomic(path, JSON.stringify({ key: keyOf(file, text, env), config } satisfies Entry));
+    await writeAtomic(path, JSON.stringify({ key: keyOf(file, text, env), project } satisfies Entry));
   } catch {
     // A cache: failing to write it only costs speed next time.
   }

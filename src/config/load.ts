@@ -23,8 +23,9 @@ import { ConfigError, RumError, type Diagnostic } from '../errors.js';
 import { readConfig } from './find.js';
 import { CONFIG_FILE } from './find.js';
 export { CONFIG_FILE, findConfig } from './find.js';
-import { checkRules, isSessionUri, type ConfigPath, type Locate, type Place } from './rules.js';
-import { RumYamlSchema, type Config } from './schema.js';
+import { afterAtTop, inherit, isSettings, machineBlocks, NO_IMAGE_HINT, originOf, SaidOnce } from './machines.js';
+import { checkRules, isSessionUri, type ConfigPath, type Locate, type Place, type Problem } from './rules.js';
+import { RumYamlSchema, type Config, type Project } from './schema.js';
 
 
 // A rum.yaml has no use for more; a "billion laughs" document needs far more to do harm.
@@ -34,9 +35,9 @@ const MAX_ALIASES = 50;
  * Read, parse and check rum.yaml, and resolve its defaults. Throws ConfigError with every problem
  * found (syntax first: when the YAML itself is broken, nothing else in it can be trusted).
  */
-export async function loadConfig(opts: { file?: string; cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<Config> {
+export async function loadProject(opts: { file?: string; cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<Project> {
   const { file, text } = await readConfig(opts);
-  return parseConfig(text, file, opts.env ?? process.env);
+  return parseProject(text, file, opts.env ?? process.env);
 }
 
 /**
@@ -55,7 +56,7 @@ export function vmNameFromDir(dirName: string): string | undefined {
   return label === '' ? undefined : label;
 }
 
-export async function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv): Promise<Config> {
+export async function parseProject(text: string, file: string, env: NodeJS.ProcessEnv): Promise<Project> {
   const lines = new LineCounter();
   const doc = parseDocument(text, {
     lineCounter: lines,
@@ -82,44 +83,107 @@ export async function parseConfig(text: string, file: string, env: NodeJS.Proces
     throw new ConfigError(sorted([...structure, aliasBomb(src)]));
   }
 
+  const dir = dirname(file);
+  const problems = [...structure];
+  const top = (p: Problem) => src.diagnostic(src.locate(p.path, p.part), p.message, p.hint);
+  const multi = isSettings(data) && Object.hasOwn(data, 'machines');
+  if (isSettings(data) && Object.hasOwn(data, 'after')) {
+    problems.push(top(afterAtTop(multi)));
+    const { after: _, ...rest } = data;
+    data = rest;
+  }
+  if (!isSettings(data) || !multi) {
+    // One VM, named like the project: the file as it was before machines.
+    const vm = await checkVm(data, { dir, env, src, locate: src.locate });
+    if (vm.config?.name === '') problems.push(unnamed(file, dir));
+    problems.push(...vm.problems.map(top));
+    if (problems.length > 0 || !vm.config) throw new ConfigError(sorted(problems));
+    return { name: vm.config.name, file, dir, single: true, machines: [vm.config] };
+  }
+
+  const { name: given, machines: declared, ...defaults } = data;
+  const named = RumYamlSchema.pick({ name: true }).safeParse({ name: given }, { reportInput: true, error: issueMessage });
+  if (!named.success) problems.push(...named.error.issues.flatMap(issueProblems).map(top));
+  const name = named.success ? (named.data.name ?? vmNameFromDir(basename(dir))) : undefined;
+  if (named.success && name === undefined) problems.push(unnamed(file, dir));
+  const { blocks, problems: structural } = machineBlocks(declared, machineOrder(src));
+  problems.push(...structural.map(top));
+
+  const machines: Config[] = [];
+  const found = new SaidOnce();
+  for (const block of blocks) {
+    if (block.own === undefined) continue;
+    const own = block.own;
+    const origin = (path: ConfigPath) => originOf(path, defaults, own, block.name);
+    const locate: Locate = (path, part) => {
+      const o = origin(path);
+      return src.locate(o.path, o.part ?? part);
+    };
+    const vmName = name === undefined ? undefined : `${name}-${block.name}`;
+    if (vmName !== undefined && vmName.length > 63)
+      problems.push(top({ path: ['machines', block.name], part: 'key', message: `VM name ${vmName} is ${vmName.length} characters: a DNS label holds at most 63`,
+        hint: `the VM name is <project>-<machine>: shorten the machine's name, or the project's (name: at the top level)` }));
+    const vm = await checkVm(inherit(defaults, own), { dir, env, src, locate, name: vmName ?? '', hostname: block.name, machine: block.name });
+    for (const p of vm.problems) {
+      const o = origin(p.path);
+      const hint = o.part === 'key' && p.path[0] === 'image' ? NO_IMAGE_HINT : p.hint; // at the machine's key: neither has one
+      found.add(top({ ...p, path: o.path, part: o.part ?? p.part, ...(hint === undefined ? {} : { hint }) }), o.inherited ? block.name : undefined);
+    }
+    if (vm.config) machines.push({ ...vm.config, machine: block.name, after: block.after });
+  }
+  problems.push(...found.diagnostics());
+  if (problems.length > 0 || name === undefined) throw new ConfigError(sorted(problems));
+  return { name, file, dir, single: false, machines };
+}
+
+/** One VM's settings, checked: the schema's problems, else the resolved config and the rules'
+ * problems. Paths are into `data`; `locate` only gives the lines that messages mention. */
+async function checkVm(
+  data: unknown,
+  at: { dir: string; env: NodeJS.ProcessEnv; src: Source; locate: Locate; name?: string; hostname?: string; machine?: string },
+): Promise<{ config?: Config; problems: Problem[] }> {
   const parsed = RumYamlSchema.safeParse(data, { reportInput: true, error: issueMessage });
   if (!parsed.success) {
     // A value of the wrong type also fails the checks meant for the right one: say it once.
     const mistyped = new Set(parsed.error.issues.filter((i) => i.code === 'invalid_type').map((i) => pathText(i.path)));
     const issues = parsed.error.issues.filter((i) => i.code === 'invalid_type' || !mistyped.has(pathText(i.path)));
-    throw new ConfigError(sorted([...structure, ...issues.flatMap((i) => issueDiagnostics(src, i))]));
+    return { problems: issues.flatMap(issueProblems) };
   }
-
   const raw = parsed.data;
-  const dir = dirname(file);
-  const name = raw.name ?? vmNameFromDir(basename(dir));
-  const problems = [...structure];
-  if (name === undefined) {
-    problems.push({
-      file,
-      line: 1,
-      col: 1,
-      message: `the directory name ${JSON.stringify(basename(dir))} gives no usable VM name`,
-      hint: 'set one in rum.yaml, e.g. name: myproject (lowercase letters, digits and -)',
-    });
-  }
+  const name = at.name ?? raw.name ?? vmNameFromDir(basename(at.dir)) ?? ''; // '': unnamed(), by the caller
   const config: Config = {
     ...raw,
-    name: name ?? '',
+    name,
+    machine: at.machine ?? name,
+    after: [],
     network: {
       ...raw.network,
       mode: raw.network.mode ?? (isSessionUri(raw.libvirt.uri) ? 'user' : 'nat'),
-      hostname: raw.network.hostname ?? name ?? '',
+      hostname: raw.network.hostname ?? at.hostname ?? name,
     },
-    mounts: raw.mounts.map((m) => ({ ...m, hostPath: resolve(dir, expandHome(m.source, env)) })),
-    file,
-    dir,
+    mounts: raw.mounts.map((m) => ({ ...m, hostPath: resolve(at.dir, expandHome(m.source, at.env)) })),
+    file: at.src.file,
+    dir: at.dir,
   };
-  problems.push(...(await checkRules(config, src.locate)));
-  if (problems.length > 0) throw new ConfigError(sorted(problems));
-  return config;
+  return { config, problems: await checkRules(config, at.locate) };
 }
 
+/** The project has no name:, and its directory's name gives none. Not about any line of the file. */
+function unnamed(file: string, dir: string): Diagnostic {
+  return {
+    file,
+    line: 1,
+    col: 1,
+    message: `the directory name ${JSON.stringify(basename(dir))} gives no usable VM name`,
+    hint: 'set one in rum.yaml, e.g. name: myproject (lowercase letters, digits and -)',
+  };
+}
+
+/** The keys of `machines:` as the file writes them. */
+function machineOrder(src: Source): string[] {
+  const node = src.deref(src.doc.get('machines', true));
+  return isMap(node) ? node.items.map((pair) => keyText(pair.key)) : [];
+}
 /** rum.yaml's text, its parsed document, and the way from a config path to a line. */
 class Source {
   constructor(
@@ -186,7 +250,7 @@ class Source {
     return this.text.slice(start, end < 0 ? undefined : end).replace(/\r$/, '');
   }
 
-  private deref(node: unknown): unknown {
+  deref(node: unknown): unknown {
     return isAlias(node) ? node.resolve(this.doc) : node;
   }
 }
@@ -331,15 +395,19 @@ const issueMessage: z.core.$ZodErrorMap = (iss) => {
   }
 };
 
-function issueDiagnostics(src: Source, issue: z.core.$ZodIssue): Diagnostic[] {
+function issueProblems(issue: z.core.$ZodIssue): Problem[] {
   if (issue.code === 'unrecognized_keys') {
-    return issue.keys.map((key) => {
-      const path = [...issue.path, key];
-      return src.diagnostic(src.locate(path, 'key'), `unknown key ${JSON.stringify(key)}${inText(issue.path)}`, unknownKeyHint(issue.path, key));
-    });
+    return issue.keys.map((key) => ({
+      path: [...issue.path, key],
+      part: 'key',
+      message: `unknown key ${JSON.stringify(key)}${inText(issue.path)}`,
+      ...optional('hint', unknownKeyHint(issue.path, key)),
+    }));
   }
-  return [src.diagnostic(src.locate(issue.path), issue.message, issueHint(issue))];
+  return [{ path: issue.path, message: issue.message, ...optional('hint', issueHint(issue)) }];
 }
+
+const optional = <K extends string, V>(k: K, v: V | undefined) => (v === undefined ? {} : { [k]: v }) as Partial<Record<K, V>>;
 
 function issueHint(issue: z.core.$ZodIssue): string | undefined {
   const input = (issue as { input?: unknown }).input;
@@ -362,8 +430,10 @@ function issueHint(issue: z.core.$ZodIssue): string | undefined {
 }
 
 function unknownKeyHint(path: ConfigPath, key: string): string | undefined {
-  const allowed = Object.keys(shapeAt(RumYamlSchema, path) ?? {});
-  const near = closest(key, allowed);
+  if (path.length === 0 && key === 'machines') return 'machines do not nest: declare them all under the top-level machines:';
+  // At the top, also the keys that only a file with machines has (a machine's own: after).
+  const allowed = [...Object.keys(shapeAt(RumYamlSchema, path) ?? {}), ...(path.length === 0 ? ['machines'] : [])];
+  const near = closest(key, path.length === 0 ? [...allowed, 'after'] : allowed);
   if (near !== undefined) return `did you mean ${JSON.stringify(near)}?`;
   // Right key, wrong place: usually indentation.
   const elsewhere = objectPaths(RumYamlSchema).find((p) => p.keys.includes(key) && pathText(p.path) !== pathText(stripIndices(path)));

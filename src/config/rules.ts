@@ -1,7 +1,7 @@
 // Owns: checks that need more than one field, or the host's filesystem, to decide. Not: the shape
-// of a single field (schema.ts) or where in the file a path is (load.ts hands us `locate`).
+// of a single field (schema.ts) or where in the file a path is (load.ts hands us `locate`, and
+// places each problem: in a machine's own block, or in the top-level defaults it inherited).
 import { stat } from 'node:fs/promises';
-import type { Diagnostic } from '../errors.js';
 import type { Config } from './schema.js';
 
 /** A path into rum.yaml, as zod reports it: `['mounts', 1, 'target']`. */
@@ -18,6 +18,14 @@ export interface Place {
 /** `key`: the key of the pair at the path (`memroy:`); `value`: what follows it. */
 export type Locate = (path: ConfigPath, part?: 'key' | 'value') => Place;
 
+/** A problem with one VM's settings, at a path into them; the loader finds where it was written. */
+export interface Problem {
+  path: ConfigPath;
+  part?: 'key' | 'value';
+  message: string;
+  hint?: string;
+}
+
 /** `qemu:///session`, `qemu+ssh://host/session?...`: a per-user libvirtd, without libvirt networks. */
 export function isSessionUri(uri: string): boolean {
   return /\/session(\?|$)/.test(uri);
@@ -29,16 +37,12 @@ const SYSTEM_DIRS = new Set([
   '/sys', '/usr', '/var',
 ]);
 
-/** Every cross-field and filesystem problem, each located in the file. Empty: all good. */
-export async function checkRules(config: Config, locate: Locate): Promise<Diagnostic[]> {
-  const at = (path: ConfigPath, message: string, hint?: string): Diagnostic => ({
-    file: config.file,
-    ...locate(path),
-    message,
-    ...(hint === undefined ? {} : { hint }),
-  });
+/** Every cross-field and filesystem problem of one VM. Empty: all good. `locate` is for the
+ * line numbers of other fields that a message mentions. */
+export async function checkRules(config: Config, locate: Locate): Promise<Problem[]> {
+  const at = (path: ConfigPath, message: string, hint?: string): Problem => ({ path, message, ...(hint === undefined ? {} : { hint }) });
   const line = (path: ConfigPath) => locate(path).line;
-  const found: Diagnostic[] = [];
+  const found: Problem[] = [];
   const session = isSessionUri(config.libvirt.uri);
 
   if (session && config.network.mode === 'nat') {

@@ -8,7 +8,7 @@ import { baseProblem, mirrorProblem } from './image-source.js';
 import { notOnOneLine, oneLine } from './one-line.js';
 
 // DNS label: it becomes a directory name, a libvirt domain name and the guest's hostname.
-const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+export const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 // POSIX portable user name, as useradd accepts by default.
 const POSIX_USER = /^[a-z_][a-z0-9_-]{0,31}$/;
 // Debian/Ubuntu package name, optionally pinned (`name=version`).
@@ -213,15 +213,28 @@ export const RumYamlSchema = z
     libvirt: LibvirtSchema.prefault({}),
   })
   .describe('rum.yaml: a project-local libvirt VM');
+// One VM, as a file without machines: is, and as each machine is once merged with the top-level
+// defaults (machines.ts): every check above applies to each machine unchanged.
+
+/** A machine's key: with the project's name it makes the VM name, and it is the guest's hostname. */
+export const MachineNameSchema = dnsLabel('a machine name');
+export const AfterSchema = z
+  .array(MachineNameSchema)
+  .describe('Machines of this file that must be up before this one starts');
 
 export type RumYaml = z.output<typeof RumYamlSchema>;
 export type RumYamlInput = z.input<typeof RumYamlSchema>;
 export type Mount = z.output<typeof MountSchema>;
 export type Port = z.output<typeof PortSchema>;
 
-/** The config after loading: defaults applied, name and paths resolved. What rules read. */
+/** One VM after loading: defaults applied, name and paths resolved. What rules read. */
 export interface Config extends RumYaml {
+  /** The VM's name (libvirt domain, VM directory): the project's, or `${project}-${machine}`. */
   name: string;
+  /** The machine's key under machines:; the project's name when the file declares no machines. */
+  machine: string;
+  /** Machines of the same project this one starts after; empty without machines:. */
+  after: string[];
   network: RumYaml['network'] & { mode: 'nat' | 'user'; hostname: string };
   mounts: (Mount & { hostPath: string })[];
   /** Absolute path of the rum.yaml this came from. */
@@ -230,6 +243,50 @@ export interface Config extends RumYaml {
   dir: string;
 }
 
+/** A whole rum.yaml: one VM per machine. */
+export interface Project {
+  /** `name:`, or rum.yaml's directory name normalised. */
+  name: string;
+  file: string;
+  dir: string;
+  /** No machines: key: the file is one VM, named like the project, exactly as before machines. */
+  single: boolean;
+  /** In file order. */
+  machines: Config[];
+}
+
+type Json = { [key: string]: unknown };
+
 export function jsonSchema(): object {
-  return z.toJSONSchema(RumYamlSchema, { io: 'input', target: 'draft-2020-12' });
+  const schema = z.toJSONSchema(RumYamlSchema, { io: 'input', target: 'draft-2020-12' }) as Json;
+  const { name: _name, ...fields } = schema.properties as Json;
+  const { $schema: _, ...after } = z.toJSONSchema(AfterSchema, { io: 'input', target: 'draft-2020-12' }) as Json;
+  const machine = {
+    type: 'object',
+    description: 'A VM of this project, named <project>-<machine>. Unset keys are inherited from the top level: mappings key by key, lists whole',
+    properties: { ...Object.fromEntries(Object.entries(fields).map(([k, v]) => [k, inheritable(v)])), after: { ...after, uniqueItems: true } },
+    additionalProperties: false,
+  };
+  const properties = {
+    ...(schema.properties as Json),
+    machines: {
+      type: 'object',
+      description: 'Several VMs, by machine name; the top-level keys are the defaults each inherits',
+      propertyNames: { pattern: DNS_LABEL.source },
+      additionalProperties: { anyOf: [machine, { type: 'null' }] },
+      minProperties: 1,
+    },
+  };
+  // With machines:, image may be set per machine instead of at the top.
+  const { required: _required, ...rest } = schema;
+  return { ...rest, properties, anyOf: [{ required: ['image'] }, { required: ['machines'] }] };
+}
+
+/** A field's schema as a machine may write it: any key of a mapping may be left to the top level.
+ * List items are whole values (a machine's list replaces the top level's), so they keep theirs. */
+function inheritable(schema: unknown): unknown {
+  if (typeof schema !== 'object' || schema === null) return schema;
+  const { required: _, default: _default, properties, ...rest } = schema as Json;
+  if (typeof properties !== 'object' || properties === null) return rest;
+  return { ...rest, properties: Object.fromEntries(Object.entries(properties).map(([k, v]) => [k, inheritable(v)])) };
 }

@@ -8,8 +8,8 @@ import { fileURLToPath } from 'node:url';
 import { test, type TestContext } from 'node:test';
 import { parse } from 'yaml';
 import { formatDiagnostic } from '../../src/config/frame.js';
-import { findConfig, loadConfig, parseConfig, vmNameFromDir } from '../../src/config/load.js';
-import { jsonSchema, MAX_PORTS, RumYamlSchema } from '../../src/config/schema.js';
+import { findConfig, loadProject, parseProject, vmNameFromDir } from '../../src/config/load.js';
+import { jsonSchema, MAX_PORTS, RumYamlSchema, type Config } from '../../src/config/schema.js';
 import { ConfigError, RumError, type Diagnostic } from '../../src/errors.js';
 import { resolveShorthand } from '../../src/image/shorthands.js';
 import { tally } from '../helpers/tally.js';
@@ -27,9 +27,18 @@ interface Expected {
   hint?: string; // a substring of the hint
 }
 
+/** The one VM of a file without machines:. */
+async function loadConfig(opts: Parameters<typeof loadProject>[0]): Promise<Config> {
+  const project = await loadProject(opts);
+  assert.equal(project.single, true);
+  assert.equal(project.machines.length, 1);
+  assert.equal(project.machines[0]!.name, project.name);
+  return project.machines[0]!;
+}
+
 async function diagnosticsOf(opts: { file?: string; cwd?: string }): Promise<Diagnostic[]> {
   try {
-    await loadConfig(opts);
+    await loadProject(opts);
   } catch (err) {
     if (err instanceof ConfigError) return err.diagnostics;
     throw err;
@@ -85,7 +94,7 @@ test('the broken corpus: every fixture gives exactly the diagnostics its sidecar
 
 test('ConfigError counts its problems', async () => {
   const file = join(broken, 'multiple-problems.yaml');
-  await assert.rejects(loadConfig({ file }), (err: unknown) => {
+  await assert.rejects(loadProject({ file }), (err: unknown) => {
     assert.ok(err instanceof ConfigError);
     assert.equal(err.code, 'CONFIG_INVALID');
     assert.equal(err.message, 'rum.yaml has 11 problems');
@@ -97,6 +106,8 @@ test('minimal rum.yaml: every default, name from the directory', async () => {
   const file = join(valid, 'minimal.yaml');
   assert.deepEqual(await loadConfig({ file }), {
     name: 'valid',
+    machine: 'valid',
+    after: [],
     image: { base: 'debian-12' },
     resources: { cpus: 2, memory: 2 * GiB, disk: 20 * GiB },
     network: { mode: 'nat', name: 'default', hostname: 'valid' },
@@ -115,6 +126,8 @@ test('full rum.yaml: every field as written, relative sources resolved against r
   const config = await loadConfig({ file, cwd: tmpdir() });
   assert.deepEqual(config, {
     name: 'full-example',
+    machine: 'full-example',
+    after: [],
     image: {
       base: 'https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-genericcloud-amd64.qcow2',
       checksum: 'sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef',
@@ -272,7 +285,7 @@ test('-c: a file, or a directory holding rum.yaml; a missing one is a clear erro
   const dir = project(t, 'image: {base: debian-12}\n');
   assert.equal((await loadConfig({ file: dir })).file, join(dir, 'rum.yaml'));
   assert.equal((await loadConfig({ file: 'proj/rum.yaml', cwd: join(dir, '..') })).dir, dir);
-  await assert.rejects(loadConfig({ file: join(dir, 'nope.yaml') }), (err: unknown) => {
+  await assert.rejects(loadProject({ file: join(dir, 'nope.yaml') }), (err: unknown) => {
     assert.ok(err instanceof RumError && !(err instanceof ConfigError));
     assert.equal(err.code, 'CONFIG_INVALID');
     assert.match(err.message, /nope\.yaml does not exist/);
@@ -350,21 +363,24 @@ test('formatDiagnostic: wide line numbers, tabs, wide characters, no caret past 
 });
 
 test('jsonSchema() is JSON, closed, and lists every top-level key', () => {
-  const schema = JSON.parse(JSON.stringify(jsonSchema())) as { type: string; properties: object; required: string[]; additionalProperties: boolean };
+  const schema = JSON.parse(JSON.stringify(jsonSchema())) as {
+    type: string; properties: Record<string, any>; required?: string[]; anyOf: unknown; additionalProperties: boolean;
+  };
   assert.equal(schema.type, 'object');
-  assert.deepEqual(Object.keys(schema.properties).sort(), Object.keys(RumYamlSchema.shape).sort());
+  assert.deepEqual(Object.keys(schema.properties).sort(), [...Object.keys(RumYamlSchema.shape), 'machines'].sort());
   assert.deepEqual(
     Object.keys(schema.properties).sort(),
-    ['image', 'libvirt', 'mounts', 'name', 'network', 'ports', 'provision', 'resources', 'ssh'],
+    ['image', 'libvirt', 'machines', 'mounts', 'name', 'network', 'ports', 'provision', 'resources', 'ssh'],
   );
-  assert.deepEqual(schema.required, ['image']);
+  assert.equal(schema.required, undefined, 'with machines:, image may be set per machine');
+  assert.deepEqual(schema.anyOf, [{ required: ['image'] }, { required: ['machines'] }]);
   assert.equal(schema.additionalProperties, false);
 });
 
 /** The diagnostics for rum.yaml text; none when it loads. Not read from disk: mount sources need not exist. */
 async function problemsIn(text: string): Promise<Diagnostic[]> {
   try {
-    await parseConfig(text, '/nonexistent/proj/rum.yaml', {});
+    await parseProject(text, '/nonexistent/proj/rum.yaml', {});
     return [];
   } catch (err) {
     if (err instanceof ConfigError) return err.diagnostics;
