@@ -3,19 +3,20 @@
 // Either way it is checked to be a disk image that stands alone (src/image/inspect.ts).
 import { isAbsolute, resolve } from 'node:path';
 import { digestOf, type Digest } from '../src/graph/digest.js';
-import { defineRule, type Output } from '../src/graph/rule.js';
+import { defineRule } from '../src/graph/rule.js';
 import { digestibleOrAbsent } from '../src/image/local.js';
+import type { ImageFormat } from '../src/image/qemu-img.js';
 import { isStamp, stampChange, type FileStamp } from '../src/image/stamp.js';
 import { fileExists } from './checks.js';
 import type { RumCtx } from './context.js';
 
 /** What dependents read (overlay, domain-xml). `stamp`: a cached image's, as it was verified. */
-interface BaseData {
+export type BaseImage = {
   path: string;
-  format: string;
+  format: ImageFormat;
   virtualSize: number;
   stamp?: FileStamp;
-}
+};
 
 type Source = { kind: 'path'; path: string } | { kind: 'url'; url: string; sums?: { url: string; algo: 'sha256' | 'sha512'; fileName: string } };
 
@@ -42,6 +43,8 @@ export const baseImage = defineRule({
   kind: 'fetched',
   version: 2, // 2: keyed by the shorthand, not the mirror's URL
   deps: [],
+  // Machines booting the same image share one node: fetched and verified once.
+  shareKey: (c: RumCtx) => JSON.stringify([localPath(c) ?? c.config.image.base, c.config.image.checksum ?? null]),
   // What the image is, not where it comes from: a mirror (image.mirror, RUM_IMAGE_MIRROR) is
   // only a place to fetch the same bytes, so changing it must not make the image stale.
   inputs: (c: RumCtx) => ({ 'image.base': localPath(c) ?? c.config.image.base, 'image.checksum': c.config.image.checksum }),
@@ -52,7 +55,7 @@ export const baseImage = defineRule({
     return path && digestibleOrAbsent(path) ? { 'image.base': path } : {};
   },
   output: () => undefined,
-  build: async ({ ctx, inputs, progress, signal, digestFile }): Promise<Output> => {
+  build: async ({ ctx, inputs, progress, signal, digestFile }): Promise<{ digest: Digest; data: BaseImage }> => {
     const s = await source(ctx);
     const pinned = inputs['image.checksum'] as string | undefined;
     const { parseChecksum } = await import('../src/image/sums.js');
@@ -79,7 +82,7 @@ export const baseImage = defineRule({
   // Asked every run, so only a stat: a cached image whose stamp moved is rebuilt, which confirms
   // its digest (or fetches it again) before anything boots from it.
   check: async ({ ctx, previous }) => {
-    const data = previous?.data as Partial<BaseData> | undefined;
+    const data = previous?.data as Partial<BaseImage> | undefined;
     if (!data?.path) return { ok: false, why: 'no image recorded' };
     if (localPath(ctx)) return fileExists(data.path); // its content is in the key: the engine digests it
     if (!isStamp(data.stamp)) return { ok: false, why: `${data.path} was recorded by an older rum: it is verified once more` };

@@ -7,8 +7,10 @@ import { isSessionUri } from '../src/config/rules.js';
 import { keepsOwners } from '../src/host/qemu-reach.js';
 import { kvmUsable } from '../src/libvirt/caps.js';
 import { fileExists } from './checks.js';
-import { macFor, type RumCtx } from './context.js';
-import { resolveMounts } from './mounts.js';
+import { baseImage } from './base-image.js';
+import type { RumCtx } from './context.js';
+import { sshPort } from './ssh-port.js';
+import { resolveMounts } from '../src/mounts/resolve.js';
 
 /** auto: kvm only when it really works here (a /dev/kvm alone is not enough on nested hosts). */
 async function domainType(c: RumCtx): Promise<{ type: 'kvm' | 'qemu'; why?: string }> {
@@ -33,7 +35,7 @@ export const domainXml = defineRule({
   id: 'domain-xml',
   kind: 'derived',
   version: 5, // 3: QEMU runs as the user under qemu:///system; 4: only root's, else libvirt's QEMU user; 5: keepOwners
-  deps: ['ssh-port', 'base-image'],
+  deps: [sshPort, baseImage],
   inputs: async (c: RumCtx) => {
     const { config } = c;
     const t = await domainType(c);
@@ -64,9 +66,9 @@ export const domainXml = defineRule({
     }
     if (!i.keepOwners && !i.runAs && !isSessionUri(ctx.config.libvirt.uri))
       notice("no setfacl here (package acl): libvirt hands the VM's disk files to its QEMU user, and keeps the seed and the base image in your home as that user's");
-    const sshPort = (upstream('ssh-port').data as { port: number }).port;
-    const base = upstream('base-image').data as { path: string; format: 'qcow2' | 'raw' };
-    const mac = macFor(i.name, digestOf);
+    const { port } = upstream(sshPort).data;
+    const base = upstream(baseImage).data;
+    const mac = ctx.machine.mac;
     const xml = render({
       name: i.name,
       uuid: domainUuid(i.owner, i.name), // from inputs already keyed: node:crypto only when building
@@ -81,7 +83,7 @@ export const domainXml = defineRule({
       consoleLogPath: ctx.vm.path('console'),
       network:
         i.network.mode === 'user'
-          ? { mode: 'user', sshPort, forwards: i.ports, mac }
+          ? { mode: 'user', sshPort: port, forwards: i.ports, mac }
           : { mode: 'nat', network: i.network.name, mac },
       mounts: i.mounts.map((m) => ({
         type: m.type,

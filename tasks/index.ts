@@ -5,7 +5,9 @@ import type { RumCtx } from './context.js';
 import { definedDomain } from './defined-domain.js';
 import { domainXml } from './domain-xml.js';
 import { metaData } from './meta-data.js';
+import { networkConfig } from './network-config.js';
 import { overlay } from './overlay.js';
+import { projectNetwork } from './project-network.js';
 import { runningDomain } from './running-domain.js';
 import { seedIso } from './seed-iso.js';
 import { sshKeys } from './ssh-keys.js';
@@ -13,13 +15,18 @@ import { sshPort } from './ssh-port.js';
 import { sshReady } from './ssh-ready.js';
 import { userData } from './user-data.js';
 
+/** The nodes `after:` joins between machines: a machine starts once another answers. */
+export const machineOrder = { start: runningDomain.id, ready: sshReady.id };
+
 export const rules: AnyRule<RumCtx>[] = [
   baseImage,
   sshKeys,
   metaData,
+  networkConfig,
   userData,
   seedIso,
   overlay,
+  projectNetwork,
   sshPort,
   domainXml,
   definedDomain,

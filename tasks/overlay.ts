@@ -7,25 +7,20 @@ import { produceAtomic } from '../src/files/atomic.js';
 import { digestOf } from '../src/graph/digest.js';
 import { defineRule } from '../src/graph/rule.js';
 import { fileExists } from './checks.js';
+import { baseImage } from './base-image.js';
 import type { RumCtx } from './context.js';
-
-interface BaseData {
-  path: string;
-  format: string;
-  virtualSize: number;
-}
 
 export const overlay = defineRule({
   id: 'overlay',
   kind: 'stateful',
   version: 1,
-  deps: ['base-image'],
+  deps: [baseImage],
   resettable: true,
   inputs: (_: RumCtx) => ({}),
   output: ({ vm }) => vm.path('overlay'),
   build: async ({ ctx, upstream, action, notice }) => {
     const { check, createOverlay, imageInfo } = await import('../src/image/qemu-img.js');
-    const base = upstream('base-image').data as unknown as BaseData;
+    const base = upstream(baseImage).data;
     const path = ctx.vm.path('overlay');
     const exists = await stat(path).then(() => true, () => false);
     // A disk that exists but has no record (a crash after creating it, a lost state record):

@@ -5,7 +5,7 @@ import { digestOf } from '../src/graph/digest.js';
 import { defineRule } from '../src/graph/rule.js';
 import type { RumCtx } from './context.js';
 
-export const sshKeys = defineRule<RumCtx, Record<string, never>>({
+export const sshKeys = defineRule<RumCtx, Record<string, never>, { client: string; host: string }>({
   id: 'ssh-keys',
   kind: 'stateful',
   version: 1,

@@ -8,6 +8,9 @@ import { digestOf } from '../src/graph/digest.js';
 import { defineRule } from '../src/graph/rule.js';
 import type { RumCtx } from './context.js';
 
+/** The guest's SSH port as the host reaches it (user networking), or 22 (nat). */
+export type SshPort = { port: number };
+
 /** A port the kernel chose as free on 127.0.0.1, held until closed. */
 export interface HeldPort {
   port: number;
@@ -89,10 +92,10 @@ export const sshPort = defineRule({
     };
   },
   build: async ({ ctx, inputs, previous }) => {
-    if (inputs['network.mode'] !== 'user') return { digest: digestOf('port:22'), data: { port: 22 } };
+    if (inputs['network.mode'] !== 'user') return { digest: digestOf('port:22'), data: { port: 22 } as SshPort };
     // With its record lost, the port the defined domain forwards is still the guest's way in.
     const kept = (previous?.data as { port?: unknown } | undefined)?.port ?? (await definedSshPort(ctx));
     const port = await sshPortFor(inputs.ports, kept);
-    return { digest: digestOf(`port:${port}`), data: { port } };
+    return { digest: digestOf(`port:${port}`), data: { port } as SshPort };
   },
 });

@@ -7,36 +7,13 @@ import { digestOf } from '../src/graph/digest.js';
 import { defineRule } from '../src/graph/rule.js';
 import { cloudInitErrors, workAfterSshd } from '../src/cloudinit/modules.js';
 import { listensOnLoopback, tcpOpen } from '../src/net/port-probe.js';
-import { macFor, virsh, type RumCtx } from './context.js';
+import type { RumCtx } from './context.js';
+import { runningDomain } from './running-domain.js';
+import { sshKeys } from './ssh-keys.js';
+import { sshPort } from './ssh-port.js';
 
-export interface SshAddress {
-  host: string;
-  port: number;
-}
-
-/**
- * The guest's address on its libvirt network: the newest IPv4 lease for its MAC. A VM made again
- * under the same name has the same MAC, and dnsmasq keeps the old leases (the guest's client id
- * is new each first boot), so "the first lease" can be a dead address (found by the NAT e2e).
- */
-async function currentLease(ctx: RumCtx): Promise<string | undefined> {
-  const leases = await virsh(ctx).netDhcpLeases(ctx.config.network.name, macFor(ctx.config.name, digestOf));
-  const v4 = (leases ?? []).filter((l) => l.protocol === 'ipv4');
-  // 'YYYY-MM-DD HH:MM:SS' sorts as text; the latest expiry is the latest lease.
-  return v4.sort((a, b) => (a.expiry < b.expiry ? 1 : a.expiry > b.expiry ? -1 : 0))[0]?.address;
-}
-
-/** The guest stopped or paused while rum waited: said at once, with libvirt's reason. */
-async function guestGone(ctx: RumCtx): Promise<Error | undefined> {
-  const state = await virsh(ctx).domainState(ctx.config.name);
-  if (state === 'running' || state === 'in shutdown' || state === 'idle') return undefined;
-  if (state === 'paused') {
-    const { pausedWhy } = await import('./running-domain.js');
-    const p = await pausedWhy(ctx);
-    return new RumError('FAILED', `the guest stopped running while rum waited for it: ${p.why}`, p.hint);
-  }
-  return new RumError('FAILED', `the guest is ${state ?? 'no longer defined'}: it stopped while rum waited for it`, `the guest's console: ${ctx.vm.path('console')}; then \`rum up\``);
-}
+/** Where the guest answers over SSH: what `exec`, `ssh`, `cp` and `status` read. */
+export type SshAddress = { host: string; port: number };
 
 // A login means cloud-init's first stages are done: sshd starts after them, and they create the
 // user, pin the host key, write files and mount the shares. Its later stages run only what the
@@ -61,8 +38,8 @@ export const sshReady = defineRule({
   id: 'ssh-ready',
   kind: 'effect',
   version: 1,
-  deps: ['running-domain'],
-  after: ['ssh-keys', 'ssh-port'],
+  deps: [runningDomain],
+  after: [sshKeys, sshPort],
   inputs: ({ config: c }: RumCtx) => ({
     'ssh.user': c.ssh.user,
     'network.mode': c.network.mode,
@@ -71,7 +48,7 @@ export const sshReady = defineRule({
   build: async ({ ctx, inputs, upstream, progress, signal }) => {
     const [{ waitReady, SshError }, { writeKnownHosts }] = await Promise.all([import('../src/ssh/connect.js'), import('../src/ssh/known-hosts.js')]);
     const { config, vm } = ctx;
-    const port = (upstream('ssh-port').data as { port: number }).port;
+    const { port } = upstream(sshPort).data;
     const mode = config.network.mode;
     const hostKey = (await readFile(vm.path('hostPub'), 'utf8')).trim();
     // user networking: the 127.0.0.1 forward; nat: the address of the guest's DHCP lease.
@@ -84,8 +61,8 @@ export const sshReady = defineRule({
         timeoutMs: bootTimeoutMs(ctx.env),
         signal,
         command: waits ? WAIT_CLOUD_INIT : CLOUD_INIT_SO_FAR,
-        getAddress: () => currentLease(ctx),
-        guestGone: () => guestGone(ctx),
+        getAddress: () => ctx.machine.lease(),
+        guestGone: () => ctx.machine.gone(),
         onStage: (stage, detail) => progress(stage === 'cloud-init' ? (waits ? 'waiting for cloud-init to finish provisioning' : 'checking cloud-init') : `waiting for ${stage}${detail ? ` (${detail})` : ''}`),
       },
     ).catch((err: unknown) => {
@@ -103,7 +80,8 @@ export const sshReady = defineRule({
     const host = ready.session.target.host; // the address that really answered
     await ready.session.close();
     await writeKnownHosts(vm.path('knownHosts'), { host, port, alias: `rum-${config.name}`, hostKey });
-    return { digest: digestOf(`${host}:${port}`), data: { host, port } };
+    const address: SshAddress = { host, port };
+    return { digest: digestOf(`${host}:${port}`), data: address };
   },
   check: async ({ ctx, previous }) => {
     const a = recordedAddress(previous?.data);

@@ -7,9 +7,10 @@ import { writeAtomic } from '../src/files/atomic.js';
 import { digestOf } from '../src/graph/digest.js';
 import { defineRule } from '../src/graph/rule.js';
 import { shellQuote } from '../src/ssh/openssh.js';
-import { guestMounts, resolveMounts } from './mounts.js';
+import { guestMounts, resolveMounts } from '../src/mounts/resolve.js';
 import { fileExists } from './checks.js';
 import type { RumCtx } from './context.js';
+import { sshKeys } from './ssh-keys.js';
 
 const ordinary = (uid: number) => uid >= 1000 && uid < 60000;
 
@@ -38,7 +39,7 @@ export const userData = defineRule({
   id: 'user-data',
   kind: 'derived',
   version: 6, // 6: written as YAML 1.1, as cloud-init reads it
-  deps: ['ssh-keys'],
+  deps: [sshKeys],
   inputs: ({ config: c }: RumCtx) => ({
     'network.hostname': c.network.hostname,
     'ssh.user': c.ssh.user,

@@ -4,7 +4,7 @@ import kleur from 'kleur';
 import { formatDiagnostic } from '../config/frame.js';
 import { ConfigError, exitCodes, isRumError } from '../errors.js';
 import { asNoSpace } from '../files/space.js';
-import { describeReason, describeWarning, type EngineWarning, type Outcome, type RunEvent } from '../graph/events.js';
+import { changing, describeReason, describeWarning, planChanges, type EngineWarning, type Outcome, type RunEvent } from '../graph/events.js';
 import type { Plan, PlannedNode } from '../graph/plan.js';
 import type { RunResult } from '../graph/execute.js';
 import type { CheckStatus, DoctorReport } from '../host/doctor.js';
@@ -101,20 +101,22 @@ export class Output {
 
   // ---- plans and runs ----
 
-  nodeLine(n: PlannedNode): string {
+  /** `width`: of the id column; plans of several machines have longer ids. */
+  nodeLine(n: PlannedNode, width = 16): string {
     const k = this.k;
     const state =
       n.state === 'fresh' ? k.green('fresh') : n.state === 'kept' ? k.yellow(n.action) : k.red(n.tentative ? 'stale?' : 'stale');
     const why = n.reason ? ` ${k.dim('—')} ${describeReason(n.reason)}${n.tentative ? ' (rebuilt only if that output changes)' : ''}` : '';
     const action = n.state === 'stale' ? ` ${k.bold(`→ ${n.action}`)}` : '';
-    return `${n.id.padEnd(16)} ${k.dim(n.rule.kind.padEnd(9))} ${state}${action}${why}`;
+    return `${n.id.padEnd(width)} ${k.dim(n.rule.kind.padEnd(9))} ${state}${action}${why}`;
   }
 
   plan(plan: Plan, vmName: string, hints: string[]): void {
     for (const w of plan.warnings ?? []) this.warning(w);
     if (this.json) return this.data(planJson(plan, vmName));
-    for (const n of plan.nodes) this.out(this.nodeLine(n));
-    const work = plan.nodes.filter((n) => n.action !== 'none');
+    const width = idWidth(plan);
+    for (const n of plan.nodes) this.out(this.nodeLine(n, width));
+    const work = changing(plan);
     this.out(work.length === 0 ? this.k.green('up to date: nothing to do') : `${work.length} of ${plan.nodes.length} nodes would change`);
     for (const h of hints) this.out(`${this.k.yellow('note:')} ${h}`);
   }
@@ -169,12 +171,12 @@ export class Output {
     err = asNoSpace(err, undefined); // wherever a full disk surfaced, it is not a bug
     const k = this.ek;
     if (err instanceof ConfigError) {
-      if (this.json) this.data({ error: { code: err.code, message: err.message, diagnostics: err.diagnostics } });
+      if (this.json) this.data({ error: errorJson(err) });
       for (const d of err.diagnostics) process.stderr.write(`${formatDiagnostic(d, { color: colorFor(process.stderr) })}\n`);
       return exitCodes.CONFIG_INVALID;
     }
     if (isRumError(err)) {
-      if (this.json) this.data({ error: { code: err.code, message: err.message, hint: err.hint } });
+      if (this.json) this.data({ error: errorJson(err) });
       // Messages quote files, tools and libvirt: nothing they hold may drive the terminal.
       process.stderr.write(`${k.red().bold('error:')} ${visibleLines(err.message)}\n`);
       if (err.hint) process.stderr.write(`${k.yellow('hint:')} ${visibleLines(err.hint)}\n`);
@@ -186,6 +188,9 @@ export class Output {
     return exitCodes.BUG;
   }
 }
+
+/** The id column's width: 16, as it always was, or the longest id. */
+export const idWidth = (plan: Plan): number => Math.max(16, ...plan.nodes.map((n) => n.id.length));
 
 function kleurWith(enabled: boolean): typeof kleur {
   // kleur keeps one global switch; the palettes differ only in whether they colour.
@@ -211,6 +216,7 @@ function kleurWith(enabled: boolean): typeof kleur {
 export function nodeJson(n: PlannedNode) {
   return {
     id: n.id,
+    machine: n.machine,
     kind: n.rule.kind,
     deps: n.deps,
     state: n.state,
@@ -223,11 +229,14 @@ export function nodeJson(n: PlannedNode) {
 }
 
 export function planJson(plan: Plan, vm: string) {
-  return { vm, changes: plan.nodes.some((n) => n.action !== 'none'), nodes: plan.nodes.map(nodeJson), warnings: plan.warnings ?? [] };
+  return { vm, changes: planChanges(plan), nodes: plan.nodes.map(nodeJson), warnings: plan.warnings ?? [] };
 }
 
-function errorJson(err: unknown) {
-  return isRumError(err) ? { code: err.code, message: err.message } : { code: 'BUG', message: (err as Error)?.message ?? String(err) };
+/** Every error in --json, whether the command's or a node's: one shape. */
+export function errorJson(err: unknown): { code: string; message: string; hint?: string; diagnostics?: ConfigError['diagnostics'] } {
+  if (err instanceof ConfigError) return { code: err.code, message: err.message, diagnostics: err.diagnostics };
+  if (isRumError(err)) return { code: err.code, message: err.message, ...(err.hint ? { hint: err.hint } : {}) };
+  return { code: 'BUG', message: (err as Error)?.message ?? String(err) };
 }
 
 function outcomeJson(o: Outcome) {

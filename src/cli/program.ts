@@ -17,14 +17,16 @@ const lazy =
     (await load())(...args);
 
 program
-  .command('up')
-  .describe('Build what is stale and start the VM')
+  .command('up [names]')
+  .describe('Build what is stale and start the VM; with machines: those named (and what they need), or all')
   .option('-n, --dry-run', 'Show what is stale and why; change nothing (exit 10 when something would change)')
   .option('--reset', 'Recreate the disk and seed: a fresh first boot (asks first; -y skips)')
   .option('--restart', 'Restart a running VM whose definition changed')
   .option('-y, --yes', 'Do not ask for confirmation')
   .option('--attach', 'Then stay in the foreground with the port forwards (nat) and the inotify bridge, until Ctrl-C')
   .option('--no-wait', 'Fail at once if another rum is working on this VM')
+  .example('up')
+  .example('up web db')
   .action(lazy(async () => (await import('./commands/up.js')).up));
 
 program
@@ -45,8 +47,8 @@ program
   .action(lazy(async () => (await import('./commands/list.js')).list));
 
 program
-  .command('down')
-  .describe('Shut the guest down (ACPI), waiting up to --timeout; the disk is kept')
+  .command('down [names]')
+  .describe('Shut the guest down (ACPI), waiting up to --timeout; the disk is kept. With machines: those named, or all')
   .option('-t, --timeout', 'Seconds to wait for the guest to power off', 60)
   .option('-f, --force', 'Pull the plug when it does not power off in time')
   .option('--no-wait', 'Fail at once if another rum is working on this VM')
@@ -54,13 +56,14 @@ program
 
 program
   .command('exec')
-  .describe('Run a command in the guest (over SSH); exits with its status')
+  .describe('Run a command in the guest (over SSH); exits with its status. With machines: name one first')
   .example('exec -- uname -a')
+  .example('exec web -- uname -a')
   .action(lazy(async () => (await import('./commands/exec.js')).exec));
 
 program
   .command('ssh')
-  .describe("A shell in the guest with OpenSSH (the VM's key, pinned host key); extra args after --")
+  .describe("A shell in the guest with OpenSSH (the VM's key, pinned host key); extra args after --. With machines: name one")
   .action(lazy(async () => (await import('./commands/ssh.js')).ssh));
 
 program
@@ -97,6 +100,7 @@ program
   .option('-r, --recursive', 'Accepted for habit: directories are always copied whole')
   .example('cp ./src :/home/rum/src')
   .example('cp :/var/log/cloud-init.log .')
+  .example('cp ./src web:/home/rum/src   (with machines: NAME:path)')
   .action(lazy(async () => (await import('./commands/cp.js')).cp));
 
 program
@@ -108,15 +112,15 @@ program
   .action(lazy(async () => (await import('./commands/logs.js')).logs));
 
 program
-  .command('destroy')
-  .describe('Stop and delete the VM and its disk (the shared image cache stays)')
+  .command('destroy [names]')
+  .describe('Stop and delete the VM and its disk (the shared image cache stays). With machines: those named, or all')
   .option('-y, --yes', 'Do not ask for confirmation')
   .option('--no-wait', 'Fail at once if another rum is working on this VM')
   .action(lazy(async () => (await import('./commands/destroy.js')).destroy));
 
 program
   .command('graph')
-  .describe("Show the VM's build graph with each node's state")
+  .describe("Show the build graph (every machine's) with each node's state")
   .option('--format', 'text | dot | mermaid | json', 'text')
   .action(lazy(async () => (await import('./commands/graph.js')).graph));
 

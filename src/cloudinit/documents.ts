@@ -13,6 +13,18 @@ export function metaDataDocument(s: MetaDataSpec): string {
   return yaml11({ 'instance-id': s.instanceId, 'local-hostname': s.hostname });
 }
 
+/**
+ * Network config v2 for a machine on its project's network: DHCP as cloud-init's fallback would
+ * do, plus the network's DNS domain as a search domain, so `db` resolves as `db.<domain>`
+ * (systemd-networkd ignores the domain DHCP offers unless told).
+ */
+export function networkConfigDocument(s: { mac: string; searchDomain: string }): string {
+  return yaml11({
+    version: 2,
+    ethernets: { primary: { match: { macaddress: s.mac }, dhcp4: true, nameservers: { search: [s.searchDomain] } } },
+  });
+}
+
 export interface GuestMount {
   tag: string;
   target: string;

@@ -2,6 +2,7 @@
 // is worded once, here, and --json emits the same values.
 import { basename } from 'node:path';
 import { assertNever } from '../errors.js';
+import type { Plan, PlannedNode } from './plan.js';
 
 export type StaleReason =
   | { type: 'missing' }
@@ -22,6 +23,8 @@ export type Action =
   | 'redefine'
   | 'start'
   | 'restart'
+  | 'create'
+  | 'update'
   | 'adopt' // stateful, unrecorded: the artifact is taken as it is and recorded, never made again
   | 'kept-needs-reset' // stateful: applying the change would lose the guest's data
   | 'kept-needs-restart'; // effect: the guest is running; applying would stop it
@@ -99,3 +102,11 @@ export type RunEvent =
   | { type: 'notice'; node: string; message: string }
   | { type: 'warning'; warning: EngineWarning }
   | { type: 'done'; node: string; outcome: Outcome };
+
+/** The nodes a plan would build, or keeps stale on purpose (drift all the same). */
+export function changing(plan: Plan): PlannedNode[] {
+  return plan.nodes.filter((n) => n.action !== 'none');
+}
+
+/** Whether a plan changes anything: the one answer `up --dry-run`, `status` and --json give. */
+export const planChanges = (plan: Plan): boolean => changing(plan).length > 0;

@@ -3,6 +3,7 @@
 import { PGraph } from 'p-graph';
 import { RumError } from '../errors.js';
 import type { Outcome, RunEvent } from './events.js';
+import type { GraphNode } from './nodes.js';
 import { apiFor, assess, fingerprintNow, type Engine, type Plan, type PlannedNode } from './plan.js';
 
 export interface RunResult {
@@ -26,12 +27,24 @@ export async function execute<C>(e: Engine<C>, plan: Plan, opts: ExecuteOptions 
   const emit = opts.onEvent ?? (() => undefined);
   const outcomes = new Map<string, Outcome>();
   let failure: RunResult['failure'];
+  const failures = new Map<string, string>(); // machine -> the node that failed in it
+
+  // A shared node is recorded in each machine it serves: a machine that joined later (or lost
+  // its record) gets the record of the one that built it, so its own dependents can read it.
+  const mirror = async (node: GraphNode<C>) => {
+    const rec = node.primary.state.get(node.rule.id);
+    if (!rec) return;
+    await Promise.all(node.scopes.filter((s) => s.state.get(node.rule.id)?.key !== rec.key).map((s) => s.state.record(node.rule.id, rec)));
+  };
 
   const run = async (n: PlannedNode): Promise<void> => {
     // Never throws into p-graph: it would reject at once while siblings still run.
+    // A failure stops new work in its own machine; other machines go on (what they share with
+    // it has already been built, or they are blocked by it too).
     const blocker = n.deps.find((d) => !settledOk(outcomes.get(d)));
-    if (blocker !== undefined || failure || signal.aborted) {
-      const because = blocker ?? (signal.aborted ? 'interrupted' : `${failure!.node} failed`);
+    const failed = failures.get(n.machine);
+    if (blocker !== undefined || failed || signal.aborted) {
+      const because = blocker ?? (signal.aborted ? 'interrupted' : `${failed} failed`);
       outcomes.set(n.id, { type: 'skipped', because });
       return;
     }
@@ -43,18 +56,26 @@ export async function execute<C>(e: Engine<C>, plan: Plan, opts: ExecuteOptions 
     // upstream has produced anything new since, that answer stands. (Asking libvirt and the guest
     // a second time was a third of a no-op `up`'s own work.)
     const unchanged = (d: string) => ['fresh', 'kept', 'cutoff'].includes(outcomes.get(d)!.type);
-    if (n.state === 'fresh' && n.deps.every(unchanged)) return set({ type: 'fresh' });
+    const node = n.node as unknown as GraphNode<C>;
+    const { rule, primary } = node;
     try {
-      const rule = n.rule as unknown as (typeof e.rules)[number];
-      const a = await assess(e, rule, [], signal);
-      if (a.state === 'fresh') return set({ type: 'fresh' });
+      if (n.state === 'fresh' && n.deps.every(unchanged)) {
+        await mirror(node);
+        return set({ type: 'fresh' });
+      }
+      const a = await assess(e, node, [], signal);
+      if (a.state === 'fresh') {
+        await mirror(node);
+        return set({ type: 'fresh' });
+      }
       if (a.state === 'kept') return set({ type: 'kept', action: a.action });
 
       emit({ type: 'start', node: n.id, action: a.action, reason: a.reason });
       const t0 = performance.now();
-      const api = apiFor(e, rule, signal);
-      const previous = e.state.get(n.id);
-      await e.state.forget(n.id); // from here a crash reads as "missing", never a false "fresh"
+      const api = apiFor(e, node, signal);
+      const previous = primary.state.get(rule.id);
+      // From here a crash reads as "missing", never a false "fresh".
+      await Promise.all(node.scopes.map((s) => s.state.forget(rule.id)));
       const out = await rule.build({
         ...api,
         inputs: a.inputs ?? {},
@@ -63,19 +84,21 @@ export async function execute<C>(e: Engine<C>, plan: Plan, opts: ExecuteOptions 
         notice: (message) => emit({ type: 'notice', node: n.id, message }),
       });
       // The key is taken after the build when an input file only exists now.
-      const fp = a.fingerprint ?? (await fingerprintNow(e, rule, a.inputs ?? {}));
+      const fp = a.fingerprint ?? (await fingerprintNow(e, node, a.inputs ?? {}));
       if (typeof fp === 'string') throw new RumError('BUG', `${n.id} built, but its input ${fp} is still missing`);
-      await e.state.record(n.id, {
+      const rec = {
         key: fp.key,
         fields: fp.fields,
         output: out.digest,
         ...(out.data === undefined ? {} : { data: out.data }),
         time: new Date().toISOString(),
-      });
+      };
+      await Promise.all(node.scopes.map((s) => s.state.record(rule.id, rec)));
       const ms = Math.round(performance.now() - t0);
       set(previous && previous.output === out.digest ? { type: 'cutoff', ms } : { type: 'built', action: a.action, ms });
     } catch (error) {
       failure ??= { node: n.id, error };
+      for (const m of node.scopes) if (!failures.has(m.name)) failures.set(m.name, n.id);
       set({ type: 'failed', error });
     }
   };

@@ -32,10 +32,21 @@ export function textTree(plan: Plan): string {
 
 const dotId = (s: string) => JSON.stringify(s); // ids are rule names: JSON string quoting is valid dot
 
+/** A machine's own nodes (`web/overlay`) by machine; shared ones (the base image) under ''. */
+function byMachine(plan: Plan): Map<string, PlannedNode[]> {
+  const groups = new Map<string, PlannedNode[]>();
+  for (const n of plan.nodes) {
+    const m = n.id.includes('/') ? n.id.slice(0, n.id.indexOf('/')) : '';
+    groups.set(m, [...(groups.get(m) ?? []), n]);
+  }
+  return groups;
+}
+
 export function dot(plan: Plan): string {
   const color = (n: PlannedNode) => (n.state === 'fresh' ? 'darkgreen' : n.state === 'kept' ? 'orange' : 'red');
-  const nodes = plan.nodes.map(
-    (n) => `  ${dotId(n.id)} [label=${dotId(`${n.id}\n${n.rule.kind}: ${label(n)}`)}, color=${color(n)}];`,
+  const line = (n: PlannedNode, indent: string) => `${indent}${dotId(n.id)} [label=${dotId(`${n.id}\n${n.rule.kind}: ${label(n)}`)}, color=${color(n)}];`;
+  const nodes = [...byMachine(plan)].flatMap(([m, ns]) =>
+    m === '' ? ns.map((n) => line(n, '  ')) : [`  subgraph ${dotId(`cluster_${m}`)} {`, `    label=${dotId(m)};`, ...ns.map((n) => line(n, '    ')), '  }'],
   );
   const edges = plan.edges.map(([a, b]) => `  ${dotId(a)} -> ${dotId(b)};`);
   return `digraph rum {\n  rankdir=LR;\n  node [shape=box];\n${[...nodes, ...edges].join('\n')}\n}`;
@@ -44,7 +55,10 @@ export function dot(plan: Plan): string {
 export function mermaid(plan: Plan): string {
   const safe = (s: string) => s.replace(/[^A-Za-z0-9_]/g, '_');
   const text = (s: string) => s.replace(/["<>]/g, "'");
-  const nodes = plan.nodes.map((n) => `  ${safe(n.id)}["${text(`${n.id}: ${label(n)}`)}"]:::${n.state}`);
+  const line = (n: PlannedNode, indent: string) => `${indent}${safe(n.id)}["${text(`${n.id}: ${label(n)}`)}"]:::${n.state}`;
+  const nodes = [...byMachine(plan)].flatMap(([m, ns]) =>
+    m === '' ? ns.map((n) => line(n, '  ')) : [`  subgraph ${safe(`machine_${m}`)}["${text(m)}"]`, ...ns.map((n) => line(n, '    ')), '  end'],
+  );
   const edges = plan.edges.map(([a, b]) => `  ${safe(a)} --> ${safe(b)}`);
   const classes = [
     '  classDef fresh stroke:#2a2',

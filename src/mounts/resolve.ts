@@ -1,10 +1,10 @@
 // Owns: how rum.yaml's mounts become guest mounts: the transport each uses (auto picks virtiofs
 // when it can work, else 9p) and the tag that joins the libvirt device to the fstab line.
-import { digestOf } from '../src/graph/digest.js';
-import { virtiofsdPath } from '../src/libvirt/caps.js';
-import { isSessionUri } from '../src/config/rules.js';
-import type { Config } from '../src/config/schema.js';
-import type { GuestMount } from '../src/cloudinit/documents.js';
+import { digestOf } from '../graph/digest.js';
+import { virtiofsdPath } from '../libvirt/caps.js';
+import { isSessionUri } from '../config/rules.js';
+import type { Config } from '../config/schema.js';
+import type { GuestMount } from '../cloudinit/documents.js';
 
 export interface ResolvedMount extends GuestMount {
   source: string; // absolute host path

@@ -4,7 +4,7 @@ import { DigestCache, initDigests } from '../../src/graph/digest.js';
 import { execute } from '../../src/graph/execute.js';
 import { makePlan } from '../../src/graph/plan.js';
 import { StateStore } from '../../src/graph/state.js';
-import { toy, type ToyCtx } from './toy-rules.js';
+import { toy, type ToyCtx, oneVm } from './toy-rules.js';
 
 const [stateFile, hangIn] = process.argv.slice(2) as [string, string];
 await initDigests();
@@ -23,5 +23,5 @@ const ctx: ToyCtx = {
 const rules = [toy('a', { field: 'a' }), toy('b', { field: 'b' }), toy('c', { deps: ['a', 'b'] }), toy('d', { deps: ['c'] })].map(
   (r) => ({ ...r, check: undefined }),
 );
-const e = { ctx, rules, state: await StateStore.open(stateFile), digests: await DigestCache.open(undefined), opts: {} };
+const e = oneVm({ ctx, rules, state: await StateStore.open(stateFile), digests: await DigestCache.open(undefined), opts: {} });
 await execute(e, await makePlan(e), { concurrency: 1 });

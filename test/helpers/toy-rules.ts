@@ -1,6 +1,15 @@
 // In-memory rules for engine tests: each "artifact" is a string in a map; builds are counted.
 import { digestOf } from '../../src/graph/digest.js';
-import { defineRule, type AnyRule, type Output } from '../../src/graph/rule.js';
+import type { DigestCache } from '../../src/graph/digest.js';
+import { instantiate } from '../../src/graph/nodes.js';
+import type { Engine, PlanOptions } from '../../src/graph/plan.js';
+import { defineRule, type AnyRule } from '../../src/graph/rule.js';
+import type { StateStore } from '../../src/graph/state.js';
+
+/** An engine over one machine's rules, as a file without machines: node ids are rule ids. */
+export function oneVm<C>(e: { ctx: C; rules: AnyRule<C>[]; state: StateStore; digests: DigestCache; opts: PlanOptions }): Engine<C> {
+  return { nodes: instantiate(e.rules, [{ name: 'vm', ctx: e.ctx, state: e.state }], { qualify: false }), digests: e.digests, opts: e.opts };
+}
 
 export interface ToyCtx {
   config: Record<string, string>;
@@ -28,10 +37,10 @@ export function toy(
     id,
     kind: opts.kind ?? 'derived',
     version: 1,
-    deps,
+    deps: deps.map((id) => ({ id })),
     resettable: opts.resettable,
     inputs: (c) => (opts.field ? { [opts.field]: c.config[opts.field] } : {}),
-    build: async ({ ctx, inputs, upstream, signal }): Promise<Output> => {
+    build: async ({ ctx, inputs, signal }) => {
       ctx.builds.push(id);
       await ctx.onBuild?.(id);
       if (ctx.delayMs?.[id]) await sleep(ctx.delayMs[id]!, signal);

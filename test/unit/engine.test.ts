@@ -14,7 +14,7 @@ import { execute } from '../../src/graph/execute.js';
 import { makePlan, planChanges, type PlanOptions } from '../../src/graph/plan.js';
 import type { AnyRule } from '../../src/graph/rule.js';
 import { StateStore } from '../../src/graph/state.js';
-import { toy, type ToyCtx } from '../helpers/toy-rules.js';
+import { toy, type ToyCtx, oneVm } from '../helpers/toy-rules.js';
 
 let dir: string;
 before(async () => {
@@ -27,13 +27,14 @@ let n = 0;
 async function rig(rules: AnyRule<ToyCtx>[], config: Record<string, string> = { a: '1', b: '2' }) {
   const file = join(dir, `state-${++n}.json`);
   const ctx: ToyCtx = { config, store: new Map(), builds: [] };
-  const engine = async (opts: PlanOptions = {}) => ({
-    ctx,
-    rules,
-    state: await StateStore.open(file),
-    digests: await DigestCache.open(undefined),
-    opts,
-  });
+  const engine = async (opts: PlanOptions = {}) =>
+    oneVm({
+      ctx,
+      rules,
+      state: await StateStore.open(file),
+      digests: await DigestCache.open(undefined),
+      opts,
+    });
   return {
     ctx,
     file,
@@ -102,13 +103,13 @@ test('a recipe version change says so', async () => {
   await r.run();
   const bumped = await rig([{ ...toy('a', { field: 'a' }), version: 2 }]);
   await bumped.run(); // its own state; now compare through the first rig's state file
-  const e = {
+  const e = oneVm({
     ctx: r.ctx,
     rules: [{ ...toy('a', { field: 'a' }), version: 2 }],
     state: await StateStore.open(r.file),
     digests: await DigestCache.open(undefined),
     opts: {},
-  };
+  });
   assert.deepEqual((await makePlan(e)).nodes[0]!.reason, { type: 'recipe-changed' });
 });
 
@@ -167,7 +168,7 @@ test('a run killed mid-node leaves a valid record; the next run builds only the 
   const rules = [toy('a', { field: 'a' }), toy('b', { field: 'b' }), toy('c', { deps: ['a', 'b'] }), toy('d', { deps: ['c'] })].map(
     (r) => ({ ...r, check: undefined }),
   );
-  const e = { ctx, rules, state: await StateStore.open(file), digests: await DigestCache.open(undefined), opts: {} };
+  const e = oneVm({ ctx, rules, state: await StateStore.open(file), digests: await DigestCache.open(undefined), opts: {} });
   await execute(e, await makePlan(e));
   assert.deepEqual(ctx.builds.sort(), ['c', 'd']);
 });

@@ -18,7 +18,9 @@ import { defineRule, type AnyRule } from '../../src/graph/rule.js';
 import { StateStore } from '../../src/graph/state.js';
 import { Virsh, VirshError } from '../../src/libvirt/virsh.js';
 import { VmDir } from '../../src/paths.js';
-import { domainFacts, type RumCtx } from '../../tasks/context.js';
+import { Machine } from '../../src/machine/machine.js';
+import { instantiate } from '../../src/graph/nodes.js';
+import type { RumCtx } from '../../tasks/context.js';
 import { definedDomain } from '../../tasks/defined-domain.js';
 import { runningDomain } from '../../tasks/running-domain.js';
 import { fakeLibvirtd, type FakeMode } from '../helpers/fake-libvirtd.js';
@@ -58,22 +60,25 @@ test('virsh: a daemon that has no such domain gives absent values, confirmed by 
 });
 
 /** A VM as rum leaves it running: every key current, so a plan asks libvirt about the domain. */
-async function definedVm(t: test.TestContext, uri: string): Promise<Engine<RumCtx>> {
+async function definedVm(t: test.TestContext, uri: string): Promise<Engine<RumCtx> & { ctx: RumCtx }> {
   const dir = await mkdtemp(join(tmpdir(), 'rum-unreachable-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
   const config = { name: 'rum-unreachable', file: join(dir, 'rum.yaml'), libvirt: { uri }, resources: { disk: 2 ** 30 } } as unknown as Config;
-  const ctx: RumCtx = { config, vm: new VmDir('rum-unreachable', { XDG_DATA_HOME: dir }), env: process.env, generation: 1 };
+  const vm = new VmDir('rum-unreachable', { XDG_DATA_HOME: dir });
+  const machine = new Machine({ ...config, machine: 'rum-unreachable', after: [] }, vm);
+  const ctx = { machine, config, vm, env: process.env, generation: 1 } as unknown as RumCtx;
   // The file nodes before them, as stand-ins: what matters here is what libvirt is asked.
   const file = (id: string) =>
     defineRule<RumCtx, Record<string, never>>({ id, kind: 'derived', version: 1, deps: [], inputs: () => ({}), build: async () => ({ digest: digestOf(id) }) });
-  const rules: AnyRule<RumCtx>[] = [file('domain-xml'), file('overlay'), file('seed-iso'), definedDomain, runningDomain];
-  const e: Engine<RumCtx> = { ctx, rules, state: await StateStore.open(undefined), digests: await DigestCache.open(undefined), opts: {} };
-  for (const r of rules) {
-    const fp = await fingerprintNow(e, r, await r.inputs(ctx));
+  const rules: AnyRule<RumCtx>[] = [file('domain-xml'), file('overlay'), file('seed-iso'), file('project-network'), definedDomain, runningDomain];
+  const state = await StateStore.open(undefined);
+  const e: Engine<RumCtx> = { nodes: instantiate(rules, [{ name: 'vm', ctx, state }], { qualify: false }), digests: await DigestCache.open(undefined), opts: {} };
+  for (const n of e.nodes) {
+    const fp = await fingerprintNow(e, n, await n.rule.inputs(ctx));
     assert.ok(typeof fp !== 'string');
-    await e.state.record(r.id, { key: fp.key, fields: fp.fields, output: digestOf(r.id), time: new Date().toISOString() });
+    await state.record(n.id, { key: fp.key, fields: fp.fields, output: digestOf(n.id), time: new Date().toISOString() });
   }
-  return e;
+  return Object.assign(e, { ctx });
 }
 
 test('a defined VM\'s plan with libvirt unreachable: an error with the hint, never stale nodes', async (t) => {
@@ -81,7 +86,7 @@ test('a defined VM\'s plan with libvirt unreachable: an error with the hint, nev
     for (const early of [false, true]) {
       const e = await definedVm(t, (await fakeLibvirtd(t, mode)).uri);
       // As engineFor does: the question is asked before the plan, its failure left for the plan.
-      if (early) domainFacts(e.ctx).catch(() => undefined);
+      if (early) e.ctx.machine.domainFacts().catch(() => undefined);
       await assert.rejects(makePlan(e), isUnreachable(`${mode}${early ? ', asked early' : ''}`));
     }
   }
@@ -91,12 +96,12 @@ test('a run (up) that meets libvirt unreachable fails at that node and builds no
   const e = await definedVm(t, (await fakeLibvirtd(t, 'lookup-error')).uri);
   // A plan from a moment when libvirt answered, with the domain nodes to be looked at again (as
   // after an upstream rebuild): the run asks, and must not take the silence for "define it".
-  const plan = await makePlan({ ...e, rules: e.rules.slice(0, 3) });
+  const plan = await makePlan({ ...e, nodes: e.nodes.slice(0, 4) });
   const all = { nodes: [...plan.nodes], edges: plan.edges };
   for (const id of ['defined-domain', 'running-domain']) {
-    const rule = e.rules.find((r) => r.id === id)!;
-    const deps = [...rule.deps, ...(rule.after ?? [])];
-    all.nodes.push({ id, rule: rule as AnyRule<unknown>, deps, state: 'stale', action: 'redefine' });
+    const node = e.nodes.find((n) => n.id === id)!;
+    const deps = [...node.deps.values(), ...node.after];
+    all.nodes.push({ id, rule: node.rule as AnyRule<unknown>, machine: 'vm', node: node as never, deps, state: 'stale', action: 'redefine' });
     all.edges.push(...deps.map((d): [string, string] => [d, id]));
   }
   const result = await execute(e, all);

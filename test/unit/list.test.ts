@@ -16,7 +16,8 @@ import { onCalls, reply, word, xdrString } from '../helpers/fake-libvirtd.js';
 import type { Config } from '../../src/config/schema.js';
 import { listDomains, parseDomainList, titleNames, xmlTitle, type DomainListing, type ListedDomain } from '../../src/libvirt/domain-list.js';
 import { VmDir } from '../../src/paths.js';
-import { claimVm } from '../../src/vm.js';
+import { Machine } from '../../src/machine/machine.js';
+import { claim, type OpenProject } from '../../src/machine/project.js';
 import { listVms, mergeListing, readVmRecords, type VmRecord } from '../../src/vm-list.js';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
@@ -356,17 +357,19 @@ test('visible: untrusted bytes reach the terminal escaped', () => {
 
 // ---- owner.json ----
 
-test('claimVm records the URI and SSH user, completes an old owner.json, and does not rewrite an unchanged one', async () => {
+test('claim records the URI and SSH user, completes an old owner.json, and does not rewrite an unchanged one', async () => {
   const home = join(tmp, `claim-${++n}`);
   const env = { XDG_DATA_HOME: home };
   const vm = new VmDir('web', env);
   const config = { name: 'web', file: '/p/web/rum.yaml', libvirt: { uri: 'qemu:///session' }, ssh: { user: 'dev' } } as unknown as Config;
   await mkdir(vm.dir, { recursive: true });
   await writeFile(vm.path('owner'), JSON.stringify({ config: config.file })); // as rum wrote it before
-  await claimVm({ config, vm, exists: true });
+  const m = new Machine({ ...config, machine: 'web', after: [] }, vm, env);
+  const o = { project: { name: 'web', file: config.file, dir: '/p/web', single: true, machines: [m.config] }, machines: [m], env, claimed: new Set([m]) } as OpenProject;
+  await claim(o, m);
   assert.deepEqual(JSON.parse(await readFile(vm.path('owner'), 'utf8')), { config: '/p/web/rum.yaml', uri: 'qemu:///session', user: 'dev' });
   const before = await stat(vm.path('owner'));
-  await claimVm({ config, vm, exists: true });
+  await claim(o, m);
   assert.equal((await stat(vm.path('owner'))).ino, before.ino); // written atomically: a rewrite is a new inode
   const [r] = await readVmRecords(join(home, 'rum'));
   assert.deepEqual([r!.uri, r!.uriAssumed, r!.user], ['qemu:///session', false, 'dev']);

@@ -18,7 +18,7 @@ import { plainlySound, StateStore } from '../../src/graph/state.js';
 import { fakeLibvirtd } from '../helpers/fake-libvirtd.js';
 import { run, scratchProject, type Rig } from '../helpers/rig.js';
 import { tally } from '../helpers/tally.js';
-import { toy, type ToyCtx } from '../helpers/toy-rules.js';
+import { toy, type ToyCtx, oneVm } from '../helpers/toy-rules.js';
 
 let dir: string;
 before(async () => {
@@ -144,7 +144,7 @@ function statefulFile(path: string): AnyRule<ToyCtx> {
     id: 'disk',
     kind: 'stateful',
     version: 1,
-    deps: ['base'],
+    deps: [{ id: 'base' }],
     inputs: () => ({}),
     output: () => path,
     build: async ({ ctx, action }) => {
@@ -160,7 +160,8 @@ test('the engine on a damaged record: warned once, the stateful artifact adopted
   await writeFile(disk, 'the guest\'s data');
   const file = await recordFile({ version: 1, generation: 2, nodes: null });
   const ctx: ToyCtx = { config: { a: '1' }, store: new Map(), builds: [] };
-  const e = { ctx, rules: [toy('base', { field: 'a' }), statefulFile(disk)], state: await StateStore.open(file, { ifDamaged: 'salvage' }), digests: await DigestCache.open(undefined), opts: {} };
+  const base = { ctx, rules: [toy('base', { field: 'a' }), statefulFile(disk)], state: await StateStore.open(file, { ifDamaged: 'salvage' }), digests: await DigestCache.open(undefined), opts: {} };
+  const e = oneVm(base);
   const plan = await makePlan(e);
   assert.deepEqual(plan.warnings?.map((w) => w.type), ['state-damaged']);
   const byId = Object.fromEntries(plan.nodes.map((x) => [x.id, x]));
@@ -174,11 +175,11 @@ test('the engine on a damaged record: warned once, the stateful artifact adopted
   assert.equal(events.filter((ev) => ev.type === 'warning').length, 1);
 
   // Recorded now: the next plan is quiet and fresh; and with no file, no record: built.
-  const next = { ...e, state: await StateStore.open(file, { ifDamaged: 'salvage' }) };
+  const next = oneVm({ ...base, state: await StateStore.open(file, { ifDamaged: 'salvage' }) });
   const quiet = await makePlan(next);
   assert.equal(quiet.warnings, undefined);
   assert.deepEqual(quiet.nodes.map((x) => x.state), ['fresh', 'fresh']);
-  const fresh = await makePlan({ ...e, rules: [toy('base', { field: 'a' }), statefulFile(join(dir, 'no-disk.img'))], state: await StateStore.open(undefined) });
+  const fresh = await makePlan(oneVm({ ...base, rules: [toy('base', { field: 'a' }), statefulFile(join(dir, 'no-disk.img'))], state: await StateStore.open(undefined) }));
   assert.deepEqual(fresh.nodes.find((x) => x.id === 'disk')!.reason, { type: 'missing' });
 });
 

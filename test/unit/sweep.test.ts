@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { tempPath } from '../../src/files/atomic.js';
 import { sweepTemps, tempWriter } from '../../src/files/sweep.js';
-import { lockVm, type OpenVm } from '../../src/vm.js';
+import { Machine } from '../../src/machine/machine.js';
+import { lockProject, type OpenProject } from '../../src/machine/project.js';
 import { VmDir } from '../../src/paths.js';
 import type { Config } from '../../src/config/schema.js';
 
@@ -122,8 +123,9 @@ test('taking a VM\'s lock sweeps its directory and the image cache', async (t) =
   for (const name of [`state.json.tmp-${dead}-1`, `lock.tmp-${dead}-2`, `disk.qcow2.tmp-${dead}-3`]) await file(join(vm.dir, name));
   await file(join(images, `abc.json.tmp-${dead}-1`), 2 * 3_600_000);
   const config = { name: 'sweepy', file: join(data, 'rum.yaml'), libvirt: { uri: 'qemu:///system' }, ssh: { user: 'dev' } } as unknown as Config;
-  const o: OpenVm = { config, vm, exists: false };
-  const lock = await lockVm(o, { noWait: true });
+  const m = new Machine({ ...config, machine: 'sweepy', after: [] }, vm);
+  const o = { project: { name: 'sweepy', file: config.file, dir: data, single: true, machines: [m.config] }, machines: [m], env: process.env, claimed: new Set() } as OpenProject;
+  const lock = await lockProject(o, [m], { noWait: true });
   await lock.release();
   assert.deepEqual((await readdir(vm.dir)).sort(), ['owner.json']);
   assert.deepEqual(await readdir(images), []);

@@ -1,41 +1,67 @@
-// What the graph commands share: options, and running a plan under the VM's lock with Ctrl-C
-// cancelling cleanly.
+// What the graph commands share: options, choosing machines, and running a plan under the
+// project's lock with Ctrl-C cancelling cleanly.
 import { exitCodes, RumError } from '../../errors.js';
 import { asNoSpace } from '../../files/space.js';
 import { execute, type RunResult } from '../../graph/execute.js';
 import { describeReason } from '../../graph/events.js';
 import { makePlan, type Plan, type PlannedNode, type PlanOptions } from '../../graph/plan.js';
-import type { StateStore } from '../../graph/state.js';
-import { engineFor, lockVm, openVm, type OpenVm } from '../../vm.js';
+import type { Machine } from '../../machine/machine.js';
+import { engineFor, lockProject, openProject, pick, type OpenProject } from '../../machine/project.js';
 import { Output } from '../output.js';
 
 export interface CommonOptions {
   config?: string;
   json?: boolean;
   wait?: boolean; // --no-wait sets it false
+  /** Positional words (sade): machine names, a command, targets. */
+  _?: string[];
 }
 
-export async function planFor(opts: CommonOptions, planOpts: PlanOptions): Promise<{ o: OpenVm; plan: Plan; state: StateStore }> {
-  const o = await openVm({ config: opts.config });
-  const e = await engineFor(o, planOpts);
+/** The machine names a command was given: its positional words (none: every machine). */
+export const namesOf = (opts: CommonOptions, first?: string): string[] =>
+  [first, ...(opts._ ?? [])].filter((t): t is string => typeof t === 'string' && t !== '');
+
+/**
+ * For a command that acts on one machine and takes more words after it (exec, ssh): with one
+ * machine, all words are the command's; with several, the first names the machine.
+ */
+export async function oneMachine(opts: CommonOptions, words = opts._ ?? []): Promise<{ o: OpenProject; m: Machine; rest: string[] }> {
+  const o = await openProject({ config: opts.config });
+  if (o.project.single) return { o, m: o.machines[0]!, rest: words };
+  const [name, ...rest] = words;
+  return { o, m: pick(o, name === undefined ? [] : [name], { one: true })[0]!, rest };
+}
+
+export async function planFor(
+  opts: CommonOptions,
+  planOpts: PlanOptions,
+  names: string[] = [],
+): Promise<{ o: OpenProject; machines: Machine[]; plan: Plan }> {
+  const o = await openProject({ config: opts.config });
+  const machines = pick(o, names, { withNeeds: true });
+  const e = await engineFor(o, machines, planOpts);
   const plan = await makePlan(e);
   await e.digests.save();
-  return { o, plan, state: e.state };
+  return { o, machines, plan };
 }
 
-/** Plans and runs under the lock. Ctrl-C stops new work; running work finishes or is cancelled. */
+export interface RunHooks {
+  /** Runs under the lock, before anything is assessed (so what it changes is seen); again
+   * when a lost artifact turns the run into a reset. */
+  before?: (machines: Machine[], planOpts: PlanOptions) => Promise<void>;
+  /** A stateful artifact is gone: return to go on as --reset, throw to stop. Default: stop. */
+  onLost?: (lost: PlannedNode[]) => Promise<void>;
+}
+
+/** Plans and runs under the lock. Ctrl-C stops new work; running work finishes or is cancelled.
+ * `names`: the machines asked for (with what they need); --reset applies to those only. */
 export async function runGraph(
   out: Output,
   opts: CommonOptions,
   planOpts: PlanOptions,
-  hooks: {
-    /** Runs under the lock, before anything is assessed (so what it changes is seen); again
-     * when a lost artifact turns the run into a reset. */
-    before?: (o: OpenVm, planOpts: PlanOptions) => Promise<void>;
-    /** A stateful artifact is gone: return to go on as --reset, throw to stop. Default: stop. */
-    onLost?: (lost: PlannedNode[]) => Promise<void>;
-  } = {},
-): Promise<{ o: OpenVm; result: RunResult; plan: Plan }> {
+  names: string[] = [],
+  hooks: RunHooks = {},
+): Promise<{ o: OpenProject; machines: Machine[]; result: RunResult; plan: Plan }> {
   const controller = new AbortController();
   let interrupts = 0;
   const onSigint = () => {
@@ -45,28 +71,35 @@ export async function runGraph(
   };
   process.on('SIGINT', onSigint);
   process.on('SIGTERM', onSigint);
-  const o = await openVm({ config: opts.config });
-  const lock = await lockVm(o, {
+  const o = await openProject({ config: opts.config });
+  const machines = pick(o, names, { withNeeds: true });
+  const asked = names.length === 0 ? machines : pick(o, names);
+  const lock = await lockProject(o, machines, {
     noWait: opts.wait === false,
     signal: controller.signal,
-    onWait: (pid) => out.info(`waiting for another rum (pid ${pid}) to finish with VM ${o.config.name}...`),
+    onWait: (pid) => out.info(`waiting for another rum (pid ${pid}) to finish with ${o.project.single ? `VM ${o.machines[0]!.domain}` : `project ${o.project.name}`}...`),
   });
   try {
-    await hooks.before?.(o, planOpts);
-    let e = await engineFor(o, planOpts);
+    await hooks.before?.(planOpts.reset ? asked : machines, planOpts);
+    let e = await engineFor(o, machines, { ...planOpts, resetOnly: asked });
     let plan = await makePlan(e, controller.signal);
     const lost = plan.nodes.filter((n) => n.reason?.type === 'lost');
     if (lost.length > 0) {
       await (hooks.onLost ?? refuseLost)(lost);
+      // Only the machines that lost something start afresh.
+      const losers = machines.filter((m) => lost.some((n) => n.machine === m.name));
       planOpts = { ...planOpts, reset: true };
-      await hooks.before?.(o, planOpts);
-      e = await engineFor(o, planOpts);
+      await hooks.before?.(losers, planOpts);
+      e = await engineFor(o, machines, { ...planOpts, resetOnly: losers });
       plan = await makePlan(e, controller.signal);
     }
-    if (planOpts.reset) await e.state.bumpGeneration();
+    if (planOpts.reset) {
+      const stores = new Set(e.nodes.flatMap((n) => n.scopes.filter((s) => s.reset).map((s) => s.state)));
+      for (const s of stores) await s.bumpGeneration();
+    }
     const result = await execute(e, plan, { signal: controller.signal, onEvent: (ev) => out.event(ev) });
     await e.digests.save();
-    return { o, result, plan };
+    return { o, machines, result, plan };
   } finally {
     await lock.release();
     process.off('SIGINT', onSigint);
@@ -96,3 +129,6 @@ export function throwIfFailed(result: RunResult): void {
   if (error instanceof RumError) throw new RumError(error.code, `${node}: ${error.message}`, error.hint, { cause: error });
   throw new RumError('BUG', `${node}: ${(error as Error)?.stack ?? String(error)}`, 'please report it with the output above');
 }
+
+/** The name output and --json use for what a command covered: the VM, or the project. */
+export const subjectOf = (o: OpenProject): string => (o.project.single ? o.machines[0]!.domain : o.project.name);

@@ -3,6 +3,7 @@
 // (-r is accepted, as scp users type it). The copying itself is src/ssh/transfer.ts.
 import { RumError } from '../../errors.js';
 import { checkPath, download, upload, type TransferProgress, type TransferResult } from '../../ssh/transfer.js';
+import { openProject, pick } from '../../machine/project.js';
 import { guestShell } from '../guest.js';
 import { Output } from '../output.js';
 import type { CommonOptions } from './common.js';
@@ -35,10 +36,29 @@ export function cpPlan(src: string, dst: string): CpPlan {
   return guestSrc ? { direction: 'download', host, guest: src.slice(1) } : { direction: 'upload', host, guest: dst.slice(1) };
 }
 
+/** `web:path` -> machine web, guest path `:path`, when `web` is one of `machines`. */
+export function machineSide(arg: string, machines: readonly string[]): { machine?: string; arg: string } {
+  const m = /^([a-z0-9][a-z0-9-]*):/.exec(arg);
+  return m && machines.includes(m[1]!) ? { machine: m[1]!, arg: arg.slice(m[1]!.length) } : { arg };
+}
+
 export async function cp(src: string, dst: string, opts: CpOptions): Promise<number> {
-  const plan = cpPlan(src, dst); // a usage error needs no VM
+  // A usage error needs no VM: checked at once unless a side may name a machine (`web:path`).
+  const named = (arg: string) => /^[a-z0-9][a-z0-9-]*:/.test(arg);
+  if (!named(src) && !named(dst)) cpPlan(src, dst);
+  const o = await openProject({ config: opts.config });
+  let m = o.machines[0]!;
+  if (!o.project.single) {
+    const names = o.machines.map((x) => x.name);
+    const [s, d] = [machineSide(src, names), machineSide(dst, names)];
+    const named = s.machine ?? d.machine;
+    if (named === undefined || (s.machine && d.machine))
+      throw new RumError('USAGE', 'rum cp needs one guest path, marked with its machine: NAME:path', `machines: ${names.join(', ')}; e.g. rum cp ./dir ${names[0]}:dir`);
+    [src, dst, m] = [s.arg, d.arg, pick(o, [named], { one: true })[0]!];
+  }
+  const plan = cpPlan(src, dst);
   const out = new Output(opts);
-  const session = await guestShell(opts);
+  const session = await guestShell({ o, m });
   try {
     const onProgress = out.json ? undefined : progress(out, plan.direction);
     const r: TransferResult =

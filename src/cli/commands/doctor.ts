@@ -22,9 +22,9 @@ export async function doctor(opts: DoctorOptions): Promise<number> {
 
 /** rum.yaml's URI and network when it loads; a missing or broken one falls back to the default. */
 async function targetFor(opts: DoctorOptions, env = process.env): Promise<DoctorTarget> {
-  const { loadConfig } = await import('../../config/load.js');
+  const { loadProject } = await import('../../config/load.js');
   try {
-    const c = await loadConfig({ ...(opts.config === undefined ? {} : { file: opts.config }), env });
+    const c = (await loadProject({ ...(opts.config === undefined ? {} : { file: opts.config }), env })).machines[0]!;
     return { uri: c.libvirt.uri, uriFrom: `URI from ${c.file}`, network: { mode: c.network.mode, name: c.network.name }, env };
   } catch (err) {
     const fallback = (why: string): DoctorTarget => ({

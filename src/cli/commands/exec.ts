@@ -1,19 +1,19 @@
-// `rum exec -- CMD...`: run a command in the guest over the VM's own SSH connection; stdout and
+// `rum exec [NAME] -- CMD...`: run a command in the guest over the VM's own SSH connection; stdout and
 // stderr stream separately, stdin is forwarded when piped, the exit status is the command's.
 import { constants } from 'node:os';
 import { RumError } from '../../errors.js';
 import { guestShell } from '../guest.js';
-import type { CommonOptions } from './common.js';
+import { oneMachine, type CommonOptions } from './common.js';
 
 // Ending rum ends the guest command too (its whole process group), as with a local command: a
 // dev server left running in the guest after Ctrl-C would hold its port.
 const ENDING = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 
 export async function exec(opts: CommonOptions & { _: string[] }): Promise<number> {
-  const argv = opts._ ?? [];
-  if (argv.length === 0) throw new RumError('USAGE', 'rum exec needs a command', 'rum exec -- uname -a');
+  const { o, m, rest: argv } = await oneMachine(opts);
+  if (argv.length === 0) throw new RumError('USAGE', 'rum exec needs a command', o.project.single ? 'rum exec -- uname -a' : `rum exec ${m.name} -- uname -a`);
   const { shellQuote } = await import('../../ssh/openssh.js');
-  const session = await guestShell(opts);
+  const session = await guestShell({ o, m });
   const ended = new AbortController();
   let by: (typeof ENDING)[number] | undefined;
   const onSignal = (s: (typeof ENDING)[number]): void => {

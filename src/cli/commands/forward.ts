@@ -3,12 +3,12 @@
 import { RumError } from '../../errors.js';
 import { guestTarget } from '../guest.js';
 import { Output } from '../output.js';
-import type { CommonOptions } from './common.js';
+import { oneMachine, type CommonOptions } from './common.js';
 
 /** Runs the forwards until Ctrl-C; resolves with 0 then. Shared with `rum up --attach`. */
 export async function runForwards(opts: CommonOptions, out: Output): Promise<number> {
-  const t = await guestTarget(opts);
-  const c = t.vm.config;
+  const t = await guestTarget(await oneMachine(opts));
+  const c = t.m.config;
   if (c.network.mode === 'user') {
     for (const p of c.ports) out.info(`${p.bind}:${p.host} -> guest ${p.guest}/${p.proto} (QEMU user networking forwards it)`);
     return 0;

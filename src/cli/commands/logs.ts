@@ -4,9 +4,8 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { RumError } from '../../errors.js';
-import { openVm } from '../../vm.js';
 import { guestShell } from '../guest.js';
-import type { CommonOptions } from './common.js';
+import { oneMachine, type CommonOptions } from './common.js';
 
 export interface LogsOptions extends CommonOptions {
   follow?: boolean;
@@ -15,8 +14,8 @@ export interface LogsOptions extends CommonOptions {
 }
 
 async function consoleLog(opts: LogsOptions): Promise<number> {
-  const o = await openVm({ config: opts.config });
-  const path = o.vm.path('console');
+  const { m } = await oneMachine(opts);
+  const path = m.vm.path('console');
   if (!(await stat(path).catch(() => undefined)))
     throw new RumError('FAILED', `no console log yet: ${path}`, 'the domain writes it once it has started (`rum up`)');
   await new Promise<void>((resolve, reject) =>
@@ -41,7 +40,7 @@ async function consoleLog(opts: LogsOptions): Promise<number> {
 export async function logs(opts: LogsOptions): Promise<number> {
   if (opts.console) return consoleLog(opts);
   const { GuestPaths } = await import('../../cloudinit/documents.js');
-  const session = await guestShell(opts);
+  const session = await guestShell(await oneMachine(opts));
   try {
     const cmd = opts.provision
       ? `for s in system boot; do f=${GuestPaths.logs}/$s.log; [ -f "$f" ] && { echo "== $s (exit $(cat ${GuestPaths.logs}/$s.status 2>/dev/null || echo '?'))"; cat "$f"; }; done; true`

@@ -3,10 +3,9 @@
 // with the first failing status. The stored scripts are replaced too, so the next boot runs the
 // new boot script.
 import { RumError } from '../../errors.js';
-import { openVm } from '../../vm.js';
 import { guestShell } from '../guest.js';
 import { Output } from '../output.js';
-import type { CommonOptions } from './common.js';
+import { oneMachine, type CommonOptions } from './common.js';
 
 export async function provision(opts: CommonOptions & { system?: boolean; boot?: boolean }): Promise<number> {
   const out = new Output(opts);
@@ -14,15 +13,15 @@ export async function provision(opts: CommonOptions & { system?: boolean; boot?:
     import('../../ssh/openssh.js'),
     import('../../cloudinit/documents.js'),
   ]);
-  const o = await openVm({ config: opts.config });
-  const p = o.config.provision;
+  const picked = await oneMachine(opts);
+  const p = picked.m.config.provision;
   const both = !opts.system && !opts.boot;
   const scripts: { name: string; path: string; text: string | undefined }[] = [
     ...(both || opts.system ? [{ name: 'system', path: GuestPaths.system, text: p.system }] : []),
     ...(both || opts.boot ? [{ name: 'boot', path: GuestPaths.boot, text: p.boot }] : []),
   ].filter((s) => s.text !== undefined);
   if (scripts.length === 0) throw new RumError('USAGE', 'rum.yaml has no provision script to run', 'add provision.system or provision.boot');
-  const session = await guestShell(opts, o);
+  const session = await guestShell(picked);
   try {
     for (const s of scripts) {
       const path = shellQuote(s.path);

@@ -3,17 +3,17 @@
 import { sshConfigBlock } from '../../ssh/openssh.js';
 import { guestTarget } from '../guest.js';
 import { Output } from '../output.js';
-import type { CommonOptions } from './common.js';
+import { oneMachine, type CommonOptions } from './common.js';
 
 export async function sshConfig(opts: CommonOptions): Promise<number> {
-  const t = await guestTarget(opts);
+  const t = await guestTarget(await oneMachine(opts));
   const target = {
     host: t.host,
     port: t.port,
     user: t.user,
-    keyPath: t.vm.vm.path('clientKey'),
-    knownHostsPath: t.vm.vm.path('knownHosts'),
-    alias: `rum-${t.vm.config.name}`,
+    keyPath: t.m.vm.path('clientKey'),
+    knownHostsPath: t.m.vm.path('knownHosts'),
+    alias: `rum-${t.m.domain}`,
   };
   const out = new Output(opts);
   if (opts.json) out.data({ ...target, block: sshConfigBlock(target) });

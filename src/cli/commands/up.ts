@@ -1,10 +1,10 @@
 // `rum up`: build what is stale and start the VM; `--dry-run` shows the plan and changes nothing.
-import { exitCodes } from '../../errors.js';
+import { exitCodes, RumError } from '../../errors.js';
 import { describeReason } from '../../graph/events.js';
-import type { Plan, PlannedNode, PlanOptions } from '../../graph/plan.js';
-import { ctxFor, type OpenVm } from '../../vm.js';
+import { planChanges, type Plan, type PlannedNode, type PlanOptions } from '../../graph/plan.js';
+import type { Machine } from '../../machine/machine.js';
 import { Output } from '../output.js';
-import { lostWhat, planFor, refuseLost, runGraph, throwIfFailed, type CommonOptions } from './common.js';
+import { lostWhat, namesOf, planFor, refuseLost, runGraph, subjectOf, throwIfFailed, type CommonOptions } from './common.js';
 import { canAsk, confirm } from '../prompt.js';
 
 export interface UpOptions extends CommonOptions {
@@ -16,51 +16,55 @@ export interface UpOptions extends CommonOptions {
 }
 
 /** What the plan cannot say by itself: changes that wait for the user. */
-export function planHints(plan: Plan): string[] {
+export function planHints(plan: Plan, single = true): string[] {
   const hints: string[] = [];
+  const named = (n: PlannedNode) => (single ? '' : ` ${n.machine}`);
   for (const n of plan.nodes) {
     if (n.action === 'kept-needs-reset')
-      hints.push(`${n.id} is kept: ${n.reason ? describeReason(n.reason) : 'changed'}; \`rum up --reset\` applies it (a fresh disk: the guest's data is lost)`);
+      hints.push(`${n.id} is kept: ${n.reason ? describeReason(n.reason) : 'changed'}; \`rum up --reset${named(n)}\` applies it (a fresh disk: the guest's data is lost)`);
     if (n.action === 'kept-needs-restart')
-      hints.push(`the VM runs with an older definition; \`rum up --restart\` applies it`);
+      hints.push(`${single ? 'the VM' : n.machine} runs with an older definition; \`rum up --restart${named(n)}\` applies it`);
   }
-  const userData = plan.nodes.find((n) => n.id === 'user-data');
-  const overlay = plan.nodes.find((n) => n.id === 'overlay');
-  const firstBootDone = overlay !== undefined && overlay.reason?.type !== 'missing' && overlay.reason?.type !== 'reset';
-  if (userData?.state === 'stale' && userData.reason?.type !== 'missing' && firstBootDone)
-    hints.push('user-data changes take effect on a fresh first boot only (`rum up --reset`); `rum provision` reruns the scripts');
+  for (const m of new Set(plan.nodes.map((n) => n.machine))) {
+    const userData = plan.nodes.find((n) => n.machine === m && n.rule.id === 'user-data');
+    const overlay = plan.nodes.find((n) => n.machine === m && n.rule.id === 'overlay');
+    const firstBootDone = overlay !== undefined && overlay.reason?.type !== 'missing' && overlay.reason?.type !== 'reset';
+    if (userData?.state === 'stale' && userData.reason?.type !== 'missing' && firstBootDone)
+      hints.push(`user-data changes take effect on a fresh first boot only (\`rum up --reset${named(userData)}\`); \`rum provision${named(userData)}\` reruns the scripts`);
+  }
   return hints;
 }
 
-export async function up(opts: UpOptions): Promise<number> {
+export async function up(first: string | undefined, opts: UpOptions): Promise<number> {
   const out = new Output(opts);
+  const names = namesOf(opts, first);
   const planOpts = { reset: opts.reset === true, restart: opts.restart === true };
   if (opts['dry-run']) {
-    const { o, plan } = await planFor(opts, planOpts);
-    // What `up` itself would refuse, a dry run refuses too (a plan alone asks libvirt only once
-    // a domain was recorded).
-    await (await import('../../../tasks/defined-domain.js')).ownedDomain(ctxFor(o));
-    out.plan(plan, o.config.name, planHints(plan));
-    return plan.nodes.some((n) => n.action !== 'none') ? exitCodes.PLAN_CHANGES : 0;
+    const { o, machines, plan } = await planFor(opts, planOpts, names);
+    // What `up` itself would refuse, a dry run refuses too: a domain of a machine's name that is
+    // not ours. A machine never claimed has nothing of its own in libvirt, so its plan needs no
+    // daemon: one that does not answer is left for `up` to report.
+    for (const m of machines) {
+      if (o.claimed.has(m)) await m.owned();
+      else if ((await m.owner().catch(() => undefined))?.owner === 'other') await m.owned();
+    }
+    out.plan(plan, subjectOf(o), planHints(plan, o.project.single));
+    return planChanges(plan) ? exitCodes.PLAN_CHANGES : 0;
   }
   if (opts.reset && !opts.yes) {
-    await confirm(out, 'rum up --reset recreates the VM disk: everything written in the guest is lost. Continue?');
+    await confirm(out, `rum up --reset recreates ${names.length > 0 ? `the disk of ${names.join(', ')}` : 'the VM disk'}: everything written in the guest is lost. Continue?`);
   }
-  const before = async (vm: OpenVm, run: PlanOptions) => {
-    const [{ stopDomain }, { ownedDomain }] = await Promise.all([
-      import('../../../tasks/running-domain.js'),
-      import('../../../tasks/defined-domain.js'),
-    ]);
-    const ctx = ctxFor(vm);
-    // A domain of this name that is not ours (or a libvirt that does not answer) stops the run
-    // here, before anything is built for a domain rum could never define. The answer is shared
-    // with the plan: no second question.
-    const domain = await ownedDomain(ctx);
-    if (!run.reset) return;
-    // The disk is about to be replaced: the guest must not be running on it.
-    if (domain === 'ours') {
-      out.info('stopping the guest for --reset');
-      await stopDomain(ctx, { timeoutMs: 30_000, force: true, progress: (m) => out.waiting(m) });
+  const before = async (machines: Machine[], run: PlanOptions) => {
+    for (const m of machines) {
+      // A domain of this name that is not ours (or a libvirt that does not answer) stops the run
+      // here, before anything is built for a domain rum could never define. The answer is
+      // shared with the plan: no second question.
+      const domain = await m.owned();
+      // The disk is about to be replaced: the guest must not be running on it.
+      if (run.reset && domain === 'ours') {
+        out.info(`stopping ${o1(machines, m)} for --reset`);
+        await m.stop({ timeoutMs: 30_000, force: true, progress: (t) => out.waiting(t) });
+      }
     }
   };
   // A lost disk or key: on a terminal, asked; elsewhere, only --reset goes on.
@@ -68,21 +72,26 @@ export async function up(opts: UpOptions): Promise<number> {
     if (!canAsk()) await refuseLost(lost);
     await confirm(out, `${lostWhat(lost)}. Make a fresh disk and run the first boot again (nothing of the old guest is kept)? Continue?`);
   };
-  const { o, result, plan } = await runGraph(out, opts, planOpts, { before, onLost });
+  const { o, machines, result, plan } = await runGraph(out, opts, planOpts, names, { before, onLost });
   throwIfFailed(result);
   // What really happened, not what the plan feared: early cutoff may have kept a node fresh.
   const kept = plan.nodes.filter((n) => result.outcomes.get(n.id)?.type === 'kept');
-  for (const h of planHints({ ...plan, nodes: kept })) out.notice(h);
-  out.result(result, o.config.name);
+  for (const h of planHints({ ...plan, nodes: kept }, o.project.single)) out.notice(h);
+  out.result(result, subjectOf(o));
   if (opts.attach) {
+    if (machines.length > 1) throw new RumError('USAGE', '--attach serves one machine', `name it: rum up --attach ${machines.map((m) => m.name).join(' | ')}`);
+    const c = machines[0]!.config;
     // Both run until Ctrl-C (each listens for it); either failing ends the attach.
     const jobs: Promise<number>[] = [];
-    if (o.config.network.mode === 'nat' && o.config.ports.some((p) => p.proto === 'tcp'))
+    if (c.network.mode === 'nat' && c.ports.some((p) => p.proto === 'tcp'))
       jobs.push(import('./forward.js').then((m) => m.runForwards(opts, out)));
-    if (o.config.mounts.some((m) => m.inotify && !m.readonly)) jobs.push(import('./watch.js').then((m) => m.watch(opts)));
+    if (c.mounts.some((m) => m.inotify && !m.readonly)) jobs.push(import('./watch.js').then((m) => m.watch(opts)));
     if (jobs.length === 0) out.info('nothing to attach to: no nat port forwards and no inotify: true mounts');
     const codes = await Promise.all(jobs);
     return codes.find((c) => c !== 0) ?? 0;
   }
   return 0;
 }
+
+/** "the guest", or "web" when there are several. */
+const o1 = (all: Machine[], m: Machine) => (all.length === 1 ? 'the guest' : m.name);

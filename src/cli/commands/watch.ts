@@ -5,12 +5,13 @@ import { assertNever, isRumError, RumError } from '../../errors.js';
 import type { BridgeEvent } from '../../mounts/bridge.js';
 import { guestTarget } from '../guest.js';
 import { Output } from '../output.js';
-import type { CommonOptions } from './common.js';
+import { oneMachine, type CommonOptions } from './common.js';
 
 export async function watch(opts: CommonOptions): Promise<number> {
   const out = new Output(opts);
-  const t = await guestTarget(opts);
-  const wanted = t.vm.config.mounts.filter((m) => m.inotify);
+  const picked = await oneMachine(opts);
+  const t = await guestTarget(picked);
+  const wanted = t.m.config.mounts.filter((m) => m.inotify);
   if (wanted.length === 0) {
     throw new RumError('USAGE', 'no mount in rum.yaml has inotify: true', 'set inotify: true on the mounts whose changes watchers in the guest must see');
   }
@@ -25,7 +26,7 @@ export async function watch(opts: CommonOptions): Promise<number> {
   // After the first connection, ask for the address again: a restarted guest may have a new one.
   let target: typeof t | undefined = t;
   const connectGuest = async () => {
-    const to = target ?? (await guestTarget(opts));
+    const to = target ?? (await guestTarget(picked));
     target = undefined;
     return connect(to);
   };
