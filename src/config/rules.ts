@@ -2,7 +2,10 @@
 // of a single field (schema.ts) or where in the file a path is (load.ts hands us `locate`, and
 // places each problem: in a machine's own block, or in the top-level defaults it inherited).
 import { stat } from 'node:fs/promises';
+import { isSessionUri } from '../libvirt/uri.js';
 import type { Config } from './schema.js';
+
+export { isSessionUri }; // config's readers ask it here
 
 /** A path into rum.yaml, as zod reports it: `['mounts', 1, 'target']`. */
 export type ConfigPath = readonly PropertyKey[];
@@ -24,11 +27,6 @@ export interface Problem {
   part?: 'key' | 'value';
   message: string;
   hint?: string;
-}
-
-/** `qemu:///session`, `qemu+ssh://host/session?...`: a per-user libvirtd, without libvirt networks. */
-export function isSessionUri(uri: string): boolean {
-  return /\/session(\?|$)/.test(uri);
 }
 
 // Mounting over these leaves a guest that cannot boot or cannot be reached.

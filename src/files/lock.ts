@@ -1,13 +1,19 @@
-// Owns: one run at a time per VM. A lock file holds the owner's PID and start time; it is
-// created with link() (atomic, fails if present) and a dead owner's lock is taken over.
+// Owns: one holder at a time of a lock file: a project's runs, or one URL's download in the shared
+// image cache. The file holds the owner's PID, start time and host; it is created with link()
+// (atomic, fails if present, also on NFS) and a dead owner's lock is taken over. An owner on
+// another host is never judged dead: a shared cache may be on a network filesystem, and that
+// host's processes cannot be seen from here.
 import { link, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { RumError } from '../errors.js';
 import { asNoSpace } from './space.js';
 import { tempPath } from './atomic.js';
+import { backoff, pollUntil } from './wait.js';
 
 interface Owner {
   pid: number;
-  start: string; // /proc/<pid>/stat field 22: tells a reused PID from the original process
+  start?: string; // /proc/<pid>/stat field 22: tells a reused PID from the original process
+  host?: string; // absent from locks written before the host was recorded: judged as this host's
   command: string;
 }
 
@@ -22,12 +28,19 @@ async function startTime(pid: number): Promise<string> {
 }
 
 async function alive(owner: Owner): Promise<boolean> {
+  if (owner.host !== undefined && owner.host !== hostname()) return true;
   try {
     process.kill(owner.pid, 0);
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
-  return (await startTime(owner.pid)) === owner.start;
+  return owner.start === undefined || (await startTime(owner.pid)) === owner.start;
+}
+
+/** "pid 123", or "pid 123 on otherhost". */
+function who(owner: Owner | undefined): string {
+  if (!owner) return 'another rum';
+  return `pid ${owner.pid}${owner.host !== undefined && owner.host !== hostname() ? ` on ${owner.host}` : ''}`;
 }
 
 export interface Lock {
@@ -37,51 +50,52 @@ export interface Lock {
 export interface LockOptions {
   /** Fail at once instead of waiting for the other run. */
   noWait?: boolean;
-  /** How long to wait for another run, at most. */
+  /** How long to wait for another run, at most. Default 10 minutes. */
   timeoutMs?: number;
   /** Told once, when this run has to wait. */
   onWait?: (holder: { pid: number; command: string }) => void;
-  what: string; // for messages: e.g. 'VM myproj'
+  what: string; // for messages: e.g. 'VM myproj', 'the download of <url>'
+  /** Aborting while waiting gives up as the timeout does. */
   signal?: AbortSignal;
 }
 
 export async function acquireLock(path: string, opts: LockOptions): Promise<Lock> {
-  const me: Owner = { pid: process.pid, start: await startTime(process.pid), command: process.argv.slice(2).join(' ') };
+  const me: Owner = { pid: process.pid, start: await startTime(process.pid), host: hostname(), command: process.argv.slice(2).join(' ') };
   const tmp = tempPath(path);
   const record = JSON.stringify(me);
   await writeFile(tmp, record, { mode: 0o644 }).catch(async (err: unknown) => {
     await rm(tmp, { force: true });
     throw asNoSpace(err, path, record.length);
   });
-  const deadline = Date.now() + (opts.timeoutMs ?? 10 * 60_000);
-  let told = false;
-  try {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await link(tmp, path);
-        break;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      }
-      const { owner, ino } = await readOwner(path);
-      if (owner && !(await alive(owner))) {
-        // Take over a dead run's lock, but only the very file we judged (not a newer one).
-        if (ino !== undefined && (await stat(path).catch(() => undefined))?.ino === ino) await rm(path, { force: true });
-        continue;
-      }
-      const holder = { pid: owner?.pid ?? 0, command: owner?.command ?? '?' };
-      if (opts.noWait)
-        throw new RumError(
-          'LOCKED',
-          `${opts.what} is busy: another rum (pid ${holder.pid}: rum ${holder.command}) is working on it`,
-          'wait for it to finish, or run without --no-wait to queue behind it',
-        );
-      if (!told) opts.onWait?.(holder);
-      told = true;
-      if (Date.now() > deadline || opts.signal?.aborted)
-        throw new RumError('LOCKED', `gave up waiting for pid ${holder.pid} to finish with ${opts.what}`, 'try again later');
-      await new Promise((r) => setTimeout(r, Math.min(50 * 2 ** Math.min(attempt, 4), 500)));
+  const linked = () =>
+    link(tmp, path).then(
+      () => true,
+      (err: NodeJS.ErrnoException) => (err.code === 'EEXIST' ? false : Promise.reject(err)),
+    );
+  let holder: Owner | undefined;
+  const attempt = async (): Promise<boolean> => {
+    if (await linked()) return true;
+    const { owner, ino } = await readOwner(path);
+    if (!owner || !(await alive(owner))) {
+      // Gone, damaged or left by a dead run: take it over, but only the very file we judged (not a newer one).
+      if (ino !== undefined && (await stat(path).catch(() => undefined))?.ino === ino) await rm(path, { force: true });
+      return linked();
     }
+    if (opts.noWait)
+      throw new RumError(
+        'LOCKED',
+        `${opts.what} is busy: another rum (${who(owner)}: rum ${owner.command}) is working on it`,
+        'wait for it to finish, or run without --no-wait to queue behind it',
+      );
+    if (!holder) opts.onWait?.({ pid: owner.pid, command: owner.command });
+    holder = owner;
+    return false;
+  };
+  const timeoutMs = opts.timeoutMs ?? 10 * 60_000;
+  try {
+    const mine = await pollUntil(attempt, { everyMs: (n) => backoff(n, 50, 500), timeoutMs, maxTries: timeoutMs / 50, signal: opts.signal });
+    if (!mine)
+      throw new RumError('LOCKED', `gave up waiting for ${who(holder)} to finish with ${opts.what}`, `try again later; if no rum is running, delete ${path}`);
   } finally {
     await rm(tmp, { force: true });
   }
@@ -90,22 +104,22 @@ export async function acquireLock(path: string, opts: LockOptions): Promise<Lock
     release: async () => {
       if (released) return;
       released = true;
-      const { owner } = await readOwner(path);
-      if (owner?.pid === me.pid && owner.start === me.start) await rm(path, { force: true });
+      if ((await readFile(path, 'utf8').catch(() => undefined)) === record) await rm(path, { force: true });
     },
   };
 }
 
+/** The lock's owner and inode; no owner: damaged (never waited on forever); neither: gone. */
 async function readOwner(path: string): Promise<{ owner?: Owner; ino?: number }> {
+  const st = await stat(path).catch(() => undefined);
+  if (!st) return {};
   try {
-    const st = await stat(path);
     const o = (JSON.parse(await readFile(path, 'utf8')) ?? {}) as Partial<Owner>;
-    // Any other shape is damage, judged below like a half-written file: never waited on forever.
-    if (typeof o.pid !== 'number' || !Number.isInteger(o.pid) || o.pid <= 0 || typeof o.start !== 'string') throw new Error('not an owner');
-    return { owner: { pid: o.pid, start: o.start, command: typeof o.command === 'string' ? o.command : '?' }, ino: st.ino };
+    const optional = (v: unknown) => (typeof v === 'string' ? v : undefined);
+    if (typeof o.pid !== 'number' || !Number.isInteger(o.pid) || o.pid <= 0) throw new Error('not an owner');
+    return { owner: { pid: o.pid, start: optional(o.start), host: optional(o.host), command: optional(o.command) ?? '?' }, ino: st.ino };
   } catch {
-    // Unreadable or half-written by a crashed run (link() makes it complete, so: foreign damage).
-    const st = await stat(path).catch(() => undefined);
-    return st ? { owner: { pid: 0, start: 'x', command: '?' }, ino: st.ino } : {};
+    // Unreadable or not an owner: foreign damage, since link() only ever shows a whole file.
+    return { ino: st.ino };
   }
 }

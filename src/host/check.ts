@@ -1,6 +1,5 @@
 // Owns: what a host check is (its id, a verdict, one line of summary and one fix) and what every
 // check is handed (the libvirt URI and network to look at). Knows nothing of rum.yaml or output.
-import { isSessionUri } from '../config/rules.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 
@@ -39,13 +38,6 @@ export interface DoctorTarget {
   /** nat: this libvirt network must be up; user: no libvirt network is used. */
   network: { mode: 'nat' | 'user'; name: string };
   env: NodeJS.ProcessEnv;
-}
-
-export const isSession = isSessionUri;
-
-/** A daemon on this machine (qemu:///system, qemu+unix:///system?socket=...), not a remote host. */
-export function isLocalUri(uri: string): boolean {
-  return /^qemu(\+unix)?:\/\/\//.test(uri);
 }
 
 const RANK: Record<CheckStatus, number> = { ok: 0, warn: 1, fail: 2 };

@@ -6,7 +6,8 @@ import { shellQuote } from '../ssh/openssh.js';
 import { stat } from 'node:fs/promises';
 import { currentUser } from './qemu-reach.js';
 import { classifyVirshFailure, lastMeaningfulLine, parseNetInfo, parseVersion, type NetInfo } from '../libvirt/virsh.js';
-import { combine, isLocalUri, isSession, type DoctorTarget, type Finding } from './check.js';
+import { isLocalUri, isSessionUri } from '../libvirt/uri.js';
+import { combine, type DoctorTarget, type Finding } from './check.js';
 import { parseGroupFile, readTextMaybe, runTool, type GroupEntry, type ToolRun } from './probe.js';
 
 const INSTALL_LIBVIRT =
@@ -43,7 +44,7 @@ export function libvirtFailure(stderr: string, uri: string, host: { systemd: boo
   const socket = /Failed to connect socket to '([^']+)'/.exec(stderr)?.[1];
   if (kind === 'no-daemon' && /Cannot find '(libvirtd|virtqemud)'/.test(stderr))
     return { summary: `the libvirt daemon is not installed (${why})`, fix: INSTALL_LIBVIRT };
-  if (kind === 'no-daemon' && isSession(uri))
+  if (kind === 'no-daemon' && isSessionUri(uri))
     return { summary: `virsh could not start the session daemon for ${uri} (${why})`, fix: INSTALL_LIBVIRT };
   if (kind === 'no-daemon') {
     const modular = socket !== undefined && /virtqemud/.test(socket);
@@ -55,7 +56,7 @@ export function libvirtFailure(stderr: string, uri: string, host: { systemd: boo
     return { summary: socket ? `no libvirt daemon is listening on ${socket}: it is not running` : `no libvirt daemon answers for ${uri} (${why})`, fix };
   }
   if (kind === 'permission')
-    return !isSession(uri)
+    return !isSessionUri(uri)
       ? {
           summary: socket ? `this user may not use ${socket} (permission denied)` : `this user may not use ${uri} (${why})`,
           fix: `\`sudo usermod -aG libvirt $USER\`, ${RELOGIN} (see the group check), or use libvirt.uri: qemu:///session`,
@@ -90,7 +91,7 @@ export function systemSockets(uri: string): string[] {
 }
 
 export async function checkGroup(t: DoctorTarget): Promise<Finding> {
-  if (isSession(t.uri)) return { status: 'ok', summary: `not needed for ${t.uri}` };
+  if (isSessionUri(t.uri)) return { status: 'ok', summary: `not needed for ${t.uri}` };
   if (!isLocalUri(t.uri)) return { status: 'ok', summary: `not checked: ${t.uri} is on another host` };
   let socket: SocketFacts | undefined;
   for (const path of systemSockets(t.uri)) {
@@ -148,7 +149,7 @@ export function groupVerdict(f: GroupFacts): Finding {
 // ---- network ----
 
 export async function checkNetwork(t: DoctorTarget, signal: AbortSignal): Promise<Finding> {
-  if (isSession(t.uri)) return { status: 'ok', summary: `not needed: ${t.uri} uses QEMU user networking` };
+  if (isSessionUri(t.uri)) return { status: 'ok', summary: `not needed: ${t.uri} uses QEMU user networking` };
   if (t.network.mode === 'user') return { status: 'ok', summary: 'not needed: rum.yaml sets network.mode: user' };
   const [info, forward] = await Promise.all([
     runTool('virsh', ['--connect', t.uri, 'net-info', '--network', t.network.name], { env: t.env, signal }),

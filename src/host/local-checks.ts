@@ -6,8 +6,9 @@ import { stat, statfs } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
 import { kvmUsable, virtiofsdPath, type KvmVerdict } from '../libvirt/caps.js';
+import { isLocalUri, isSessionUri } from '../libvirt/uri.js';
 import { cacheHome, imageCacheDir, vmsRoot } from '../paths.js';
-import { combine, isLocalUri, isSession, tildeFor, type CheckStatus, type DoctorTarget, type Finding } from './check.js';
+import { combine, tildeFor, type CheckStatus, type DoctorTarget, type Finding } from './check.js';
 import { readTextMaybe, runTool, type ToolRun } from './probe.js';
 import { currentUser, dirChain, qemuIdentity, REACH_ALTERNATIVE, reachFix, searchable, type DirFacts, type Who } from './qemu-reach.js';
 
@@ -153,7 +154,7 @@ export function securityVerdict(f: SecurityFacts): Finding {
 // ---- tools ----
 
 export async function checkVirtiofsd(t: DoctorTarget): Promise<Finding> {
-  if (isSession(t.uri)) return { status: 'ok', summary: `not used: under ${t.uri} mounts use 9p` };
+  if (isSessionUri(t.uri)) return { status: 'ok', summary: `not used: under ${t.uri} mounts use 9p` };
   if (!isLocalUri(t.uri)) return { status: 'ok', summary: `not checked: ${t.uri} runs QEMU on another host` };
   const path = virtiofsdPath(t.env);
   if (path) return { status: 'ok', summary: `found at ${path}: mounts use virtiofs` };

@@ -6,7 +6,7 @@ import { execFile, execFileSync } from 'node:child_process';
 import { accessSync, constants, readFileSync, statSync } from 'node:fs';
 import { RumError } from '../errors.js';
 import { userInfo } from 'node:os';
-import { isSessionUri } from '../config/rules.js';
+import { isSessionUri } from '../libvirt/uri.js';
 import { shellQuote } from '../ssh/openssh.js';
 import { loginGids, parseGroupFile } from './probe.js';
 

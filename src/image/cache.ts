@@ -5,16 +5,14 @@
 //   <cache>/sha512-<hex>.img        an image, renamed in only once whole, its digest matched and
 //                                   inspect.ts accepted it; never rewritten (a damaged one is removed)
 //   <cache>/by-url/<key>.json       the last image a URL gave: digest, file, format, stamp
-//   <cache>/by-url/<key>.lock       held while that URL is being fetched (PID + token inside)
+//   <cache>/by-url/<key>.lock       held while that URL is being fetched (files/lock.ts)
 //   <cache>/incoming/<key>.img*     a download in progress (its .partial is resumed by the next run)
 // <key> is the first 32 hex digits of the URL's sha256. Nothing outside <cache> is ever deleted.
-import { createHash, randomBytes } from 'node:crypto';
-import { link, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
-import { hostname } from 'node:os';
+import { createHash } from 'node:crypto';
+import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { RumError } from '../errors.js';
 import { fsyncDir, writeAtomic } from '../files/atomic.js';
+import { acquireLock } from '../files/lock.js';
 import { imageCacheDir } from '../paths.js';
 import { checksumFromSums, download, type DownloadOptions, type DownloadProgress } from './download.js';
 import { inspectBaseImage } from './inspect.js';
@@ -69,10 +67,6 @@ interface UrlEntry extends FileStamp {
 /** Bump when inspect.ts refuses more than it did: entries recorded before are inspected again. */
 const INSPECTION = 1;
 
-const LOCK_POLL_MS = 200;
-/** A lock file this old with no readable owner was left by a crash between create and write. */
-const UNREADABLE_LOCK_STALE_MS = 10_000;
-
 /**
  * The local path of the image at `url`, downloading and verifying it unless the cache has it.
  * A second call for the same URL makes no request (unless `refresh`); a pinned checksum that is
@@ -86,7 +80,12 @@ export async function ensureImage(url: string, opts: EnsureImageOptions = {}): P
   const early = await cache.lookup(url, key, opts);
   if (early) return early;
 
-  const lock = await acquireLock(cache.lockPath(key), url, opts);
+  const lock = await acquireLock(cache.lockPath(key), {
+    what: `the download of ${url}`,
+    timeoutMs: opts.lockTimeoutMs ?? 60 * 60_000,
+    onWait: opts.onWait,
+    signal: opts.signal,
+  });
   try {
     // Another run may have fetched it while we waited.
     const now = await cache.lookup(url, key, opts);
@@ -329,103 +328,4 @@ function parseDigest(text: unknown): Checksum | undefined {
 
 export function urlKey(url: string): string {
   return createHash('sha256').update(url).digest('hex').slice(0, 32);
-}
-
-// --- the per-URL lock ----------------------------------------------------------------------------
-// An exclusive create (O_EXCL) of a file holding {pid, host, token}. A lock whose PID is gone on
-// this host is stale and taken over. Known gap: PID reuse makes a stale lock look held (the wait
-// then times out with a hint naming the file).
-
-interface LockHolder {
-  pid: number;
-  host: string;
-  token: string;
-}
-
-async function acquireLock(path: string, url: string, opts: EnsureImageOptions): Promise<{ release: () => Promise<void> }> {
-  const me: LockHolder = { pid: process.pid, host: hostname(), token: randomBytes(8).toString('hex') };
-  const body = JSON.stringify(me) + '\n';
-  const deadline = Date.now() + (opts.lockTimeoutMs ?? 60 * 60_000);
-  let told = false;
-  for (;;) {
-    opts.signal?.throwIfAborted();
-    try {
-      const fh = await open(path, 'wx', 0o644);
-      try {
-        await fh.writeFile(body);
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      return { release: () => releaseLock(path, body) };
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    }
-    const seen = await readFile(path, 'utf8').catch(() => undefined);
-    if (seen === undefined) continue; // released between our open and read
-    const holder = parseHolder(seen);
-    if (await isStale(path, holder)) {
-      await takeOver(path, seen, me.token);
-      continue;
-    }
-    if (Date.now() > deadline) {
-      throw new RumError(
-        'LOCKED',
-        `another rum${holder ? ` (pid ${holder.pid})` : ''} has been fetching ${url} for too long`,
-        `if no rum is running, delete ${path}`,
-      );
-    }
-    if (!told && holder) {
-      told = true;
-      opts.onWait?.({ pid: holder.pid });
-    }
-    await sleep(LOCK_POLL_MS, undefined, { signal: opts.signal });
-  }
-}
-
-function parseHolder(text: string): LockHolder | undefined {
-  try {
-    const h = JSON.parse(text) as Partial<LockHolder>;
-    const ok = typeof h.pid === 'number' && typeof h.host === 'string' && typeof h.token === 'string';
-    return ok ? (h as LockHolder) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-async function isStale(path: string, holder: LockHolder | undefined): Promise<boolean> {
-  if (!holder) {
-    // created but not yet written, or torn by a crash: stale only once it is old
-    const st = await stat(path).catch(() => undefined);
-    return st !== undefined && Date.now() - st.mtimeMs > UNREADABLE_LOCK_STALE_MS;
-  }
-  if (holder.host !== hostname()) return false; // a shared cache: we cannot see that host's processes
-  try {
-    process.kill(holder.pid, 0);
-    return false;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'ESRCH'; // EPERM: alive, someone else's
-  }
-}
-
-/**
- * Remove a stale lock without removing a fresh one that replaced it meanwhile: move it aside
- * (atomic), then look at what was moved. If it is not the stale lock we judged, link it back.
- */
-async function takeOver(path: string, staleText: string, token: string): Promise<void> {
-  const aside = `${path}.stale-${process.pid}-${token}`;
-  try {
-    await rename(path, aside);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return; // someone else cleared it
-    throw err;
-  }
-  const moved = await readFile(aside, 'utf8').catch(() => undefined);
-  if (moved !== staleText) await link(aside, path).catch(() => undefined); // not ours to break
-  await rm(aside, { force: true });
-}
-
-async function releaseLock(path: string, body: string): Promise<void> {
-  const now = await readFile(path, 'utf8').catch(() => undefined);
-  if (now === body) await rm(path, { force: true });
 }

@@ -12,10 +12,10 @@ import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
 import { createSecureContext, rootCertificates, type SecureContext } from 'node:tls';
 import { basename, dirname } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { RumError } from '../errors.js';
 import { isNoSpace, noSpaceError } from '../files/space.js';
 import { fsyncDir, writeAtomic } from '../files/atomic.js';
+import { backoff, sleep } from '../files/wait.js';
 import { deferredCaPem } from '../net/extra-ca.js';
 import { findSum, type Checksum, type HashAlgo } from './sums.js';
 
@@ -147,7 +147,7 @@ export async function fetchText(url: string, opts: DownloadOptions = {}): Promis
     } catch (err) {
       const retryable = classify(err, url, opts.signal);
       if (attempt > retries || attempt >= MAX_ATTEMPTS) throw gaveUp(url, attempt, retryable);
-      await sleep(backoff(opts.backoffMs ?? 1000, attempt), undefined, { signal: opts.signal });
+      await sleep(backoff(attempt, opts.backoffMs ?? 1000, MAX_BACKOFF_MS), opts.signal);
     }
   }
 }
@@ -268,7 +268,7 @@ async function fetchToPartial(url: string, partial: string, algo: HashAlgo, opts
       }
       failures++;
       if (failures > retries || Date.now() - lastByteAt > windowMs) throw gaveUp(url, attempt, retryable);
-      await sleep(backoff(opts.backoffMs ?? 1000, failures), undefined, { signal: opts.signal });
+      await sleep(backoff(failures, opts.backoffMs ?? 1000, MAX_BACKOFF_MS), opts.signal);
     }
   }
 }
@@ -324,10 +324,6 @@ function statusError(res: IncomingMessage, url: string): Error {
     what,
     status === 404 ? 'check image.base (and image.mirror): the server has no such file' : undefined,
   );
-}
-
-function backoff(firstMs: number, failures: number): number {
-  return Math.min(firstMs * 2 ** (failures - 1), MAX_BACKOFF_MS);
 }
 
 /** GET with bounded redirects. The body of a redirect is discarded. */

@@ -5,6 +5,7 @@
 import { createConnection, type Socket } from 'node:net';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { uriDaemon } from './uri.js';
 
 const PROGRAM = 0x20008086; // REMOTE_PROGRAM
 const VERSION = 1;
@@ -32,8 +33,10 @@ export interface RpcSnapshot {
  * when its socket file exists, else libvirtd's. Undefined for any other URI (remote, parameters,
  * other drivers), and for a session URI as root, which libvirt sends to the system daemon. */
 export function localSockets(uri: string, env: NodeJS.ProcessEnv, euid = process.geteuid?.() ?? 0): { paths: string[]; readonly: boolean } | undefined {
-  if (uri === 'qemu:///system') return { paths: ['/run/libvirt/virtqemud-sock-ro', '/run/libvirt/libvirt-sock-ro'], readonly: true };
-  if (uri === 'qemu:///session' && euid !== 0) {
+  const daemon = uriDaemon(uri);
+  if (daemon === undefined || uri !== `qemu:///${daemon}`) return undefined; // a transport, host or parameter may lead elsewhere
+  if (daemon === 'system') return { paths: ['/run/libvirt/virtqemud-sock-ro', '/run/libvirt/libvirt-sock-ro'], readonly: true };
+  if (euid !== 0) {
     const dir = join(env.XDG_RUNTIME_DIR || env.XDG_CACHE_HOME || join(env.HOME || homedir(), '.cache'), 'libvirt');
     return { paths: [join(dir, 'virtqemud-sock'), join(dir, 'libvirt-sock')], readonly: false };
   }

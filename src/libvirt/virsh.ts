@@ -10,7 +10,7 @@ import { shellQuote } from '../ssh/openssh.js';
 import { RumError } from '../errors.js';
 import { seeDoctor } from '../host/check.js';
 import { reachHint } from '../host/qemu-reach.js';
-import { isSessionUri } from '../config/rules.js';
+import { isSessionUri } from './uri.js';
 import { rpcSnapshot } from './rpc.js';
 
 export type DomainState = 'running' | 'idle' | 'paused' | 'in shutdown' | 'shut off' | 'crashed' | 'pmsuspended' | 'unknown';

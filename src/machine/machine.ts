@@ -7,6 +7,7 @@ import { dirname } from 'node:path';
 import type { Config } from '../config/schema.js';
 import { isSessionUri } from '../config/rules.js';
 import { RumError } from '../errors.js';
+import { pollUntil } from '../files/wait.js';
 import { digestOf } from '../graph/digest.js';
 import { seeDoctor } from '../host/check.js';
 import { Virsh, type DomainState } from '../libvirt/virsh.js';
@@ -138,13 +139,12 @@ export class Machine {
   async stop(opts: { timeoutMs: number; force: boolean; progress?: (m: string) => void }): Promise<StopResult> {
     try {
       if ((await this.virsh.shutdown(this.domain)) === 'not-running') return 'not-running';
-      const deadline = Date.now() + opts.timeoutMs;
-      for (let i = 0; i < 10_000 && Date.now() < deadline; i++) {
-        opts.progress?.(`waiting for the guest to power off (${Math.ceil((deadline - Date.now()) / 1000)} s left)`);
+      const off = await pollUntil(async ({ leftMs }) => {
+        opts.progress?.(`waiting for the guest to power off (${Math.ceil(leftMs / 1000)} s left)`);
         const s = await this.virsh.domainState(this.domain);
-        if (s === undefined || s === 'shut off' || s === 'crashed') return 'stopped';
-        await new Promise((r) => setTimeout(r, 500));
-      }
+        return s === undefined || s === 'shut off' || s === 'crashed';
+      }, { everyMs: 500, timeoutMs: opts.timeoutMs, maxTries: 10_000 });
+      if (off) return 'stopped';
       if (!opts.force) return 'timeout';
       await this.virsh.destroy(this.domain);
       return 'stopped';

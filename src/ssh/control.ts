@@ -12,6 +12,7 @@ import { PassThrough, type Readable, Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import { collectText, SshError, type ExecOptions, type ExecResult, type ExecTextResult, type SshFailureKind, type SshSession, type SshTarget } from './connect.js';
+import { pollUntil } from '../files/wait.js';
 
 /** What commands need of a guest connection: a direct SshSession or a ControlSession. */
 export interface GuestShell {
@@ -307,10 +308,7 @@ async function claim(server: Server, socketPath: string): Promise<boolean> {
   if (err?.code === 'EADDRINUSE') {
     // A master that has bound but not yet listens refuses for a moment: ask thrice before
     // calling the socket stale.
-    for (let i = 0; i < 3; i++) {
-      if (await answers(socketPath)) return false;
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    if (await pollUntil(() => answers(socketPath), { everyMs: 50, maxTries: 3, timeoutMs: 1000 })) return false;
     unlinkSync(socketPath); // a master that died without cleaning up
     err = await listen();
   }

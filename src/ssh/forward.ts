@@ -3,6 +3,7 @@
 // within bounds, when the guest reboots.
 import { createServer, type Server, type Socket } from 'node:net';
 import { RumError } from '../errors.js';
+import { backoff, pollUntil } from '../files/wait.js';
 import type { SshSession } from './connect.js';
 
 export interface Forward {
@@ -34,17 +35,15 @@ export async function startForwards(
     if (session && !session.closed) return Promise.resolve(session);
     connecting ??= (async () => {
       let last: unknown;
-      for (let attempt = 1; attempt <= 30; attempt++) {
-        try {
-          session = await connect();
-          return session;
-        } catch (err) {
+      const tryConnect = ({ tries }: { tries: number }) =>
+        connect().catch((err: Error) => {
           last = err;
-          onEvent({ type: 'reconnecting', attempt, why: (err as Error).message });
-          await new Promise((r) => setTimeout(r, Math.min(250 * 2 ** attempt, 5000)));
-        }
-      }
-      throw last;
+          onEvent({ type: 'reconnecting', attempt: tries, why: err.message });
+          return undefined;
+        });
+      const s = await pollUntil(tryConnect, { everyMs: (n) => backoff(n, 500, 5000), maxTries: 30, timeoutMs: 5 * 60_000 });
+      if (!s) throw last;
+      return (session = s);
     })().finally(() => (connecting = undefined));
     return connecting;
   };
