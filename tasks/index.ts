@@ -5,7 +5,6 @@ import type { RumCtx } from './context.js';
 import { definedDomain } from './defined-domain.js';
 import { domainXml } from './domain-xml.js';
 import { metaData } from './meta-data.js';
-import { networkConfig } from './network-config.js';
 import { overlay } from './overlay.js';
 import { projectNetwork } from './project-network.js';
 import { runningDomain } from './running-domain.js';
@@ -22,7 +21,6 @@ export const rules: AnyRule<RumCtx>[] = [
   baseImage,
   sshKeys,
   metaData,
-  networkConfig,
   userData,
   seedIso,
   overlay,

@@ -3,7 +3,7 @@
 import { digestOf } from '../src/graph/digest.js';
 import { defineRule } from '../src/graph/rule.js';
 import { macFor } from '../src/machine/machine.js';
-import { ensureProjectNetwork, onProjectNetwork, projectNetworkUp, type NetworkState } from '../src/machine/network.js';
+import { ensureProjectNetwork, onProjectNetwork, projectDomain, projectNetworkUp, type NetworkState } from '../src/machine/network.js';
 import type { RumCtx } from './context.js';
 
 export const projectNetwork = defineRule<RumCtx, { network: string; domain: string; hosts: { name: string; mac: string }[] }, NetworkState>({
@@ -17,7 +17,7 @@ export const projectNetwork = defineRule<RumCtx, { network: string; domain: stri
   // adds its reservation, and the others keep theirs.
   inputs: ({ project, config }) => ({
     network: config.network.name,
-    domain: `${project.name}.rum.internal`,
+    domain: projectDomain(project),
     hosts: project.machines.filter((m) => onProjectNetwork(project, m)).map((m) => ({ name: m.machine, mac: macFor(m.name) })),
   }),
   verbs: { build: 'create', rebuild: 'update' },

@@ -9,6 +9,7 @@ import { defineRule } from '../src/graph/rule.js';
 import { shellQuote } from '../src/ssh/openssh.js';
 import { guestMounts, resolveMounts } from '../src/mounts/resolve.js';
 import { fileExists } from './checks.js';
+import { onProjectNetwork, projectDomain } from '../src/machine/network.js';
 import type { RumCtx } from './context.js';
 import { sshKeys } from './ssh-keys.js';
 
@@ -40,7 +41,7 @@ export const userData = defineRule({
   kind: 'derived',
   version: 6, // 6: written as YAML 1.1, as cloud-init reads it
   deps: [sshKeys],
-  inputs: ({ config: c }: RumCtx) => ({
+  inputs: ({ config: c, project }: RumCtx) => ({
     'network.hostname': c.network.hostname,
     'ssh.user': c.ssh.user,
     uid: guestUid(c.file),
@@ -50,6 +51,8 @@ export const userData = defineRule({
     'provision.system': c.provision.system,
     'provision.boot': c.provision.boot,
     mounts: guestMounts(c),
+    // Only on a project network: a single VM's key stays what it was.
+    ...(onProjectNetwork(project, c) ? { 'network.domain': projectDomain(project) } : {}),
   }),
   output: ({ vm }) => vm.path('userData'),
   check: ({ ctx: { vm } }) => fileExists(vm.path('userData')),
@@ -71,6 +74,7 @@ export const userData = defineRule({
       system: i['provision.system'],
       boot: i['provision.boot'],
       mounts: i.mounts,
+      ...(i['network.domain'] ? { searchDomain: i['network.domain'] } : {}),
     });
     // 0600: it carries the guest's private host key.
     await writeAtomic(vm.path('userData'), text, 0o600);

@@ -13,18 +13,6 @@ export function metaDataDocument(s: MetaDataSpec): string {
   return yaml11({ 'instance-id': s.instanceId, 'local-hostname': s.hostname });
 }
 
-/**
- * Network config v2 for a machine on its project's network: DHCP as cloud-init's fallback would
- * do, plus the network's DNS domain as a search domain, so `db` resolves as `db.<domain>`
- * (systemd-networkd ignores the domain DHCP offers unless told).
- */
-export function networkConfigDocument(s: { mac: string; searchDomain: string }): string {
-  return yaml11({
-    version: 2,
-    ethernets: { primary: { match: { macaddress: s.mac }, dhcp4: true, nameservers: { search: [s.searchDomain] } } },
-  });
-}
-
 export interface GuestMount {
   tag: string;
   target: string;
@@ -46,6 +34,8 @@ export interface UserDataSpec {
   system?: string;
   boot?: string;
   mounts: GuestMount[];
+  /** The project network's DNS domain: searched, so other machines answer to their short names. */
+  searchDomain?: string;
 }
 
 /** Where provisioning lives in the guest; `rum logs --provision` and `rum provision` read these. */
@@ -143,7 +133,7 @@ export function userDataObject(s: UserDataSpec): Record<string, unknown> {
       append: true,
       content: s.mounts.map((m) => `${m.tag} ${m.target} ${m.type} ${opts(m)} 0 0\n`).join(''),
     });
-    doc.bootcmd = s.mounts.map((m) => [
+    doc.bootcmd = s.mounts.map((m): string[] => [
       'sh',
       '-c',
       'mkdir -p "$1" && { mountpoint -q "$1" || mount -t "$2" -o "$3" "$4" "$1"; }',
@@ -153,6 +143,21 @@ export function userDataObject(s: UserDataSpec): Record<string, unknown> {
       opts(m),
       m.tag,
     ]);
+  }
+  if (s.searchDomain !== undefined) {
+    // dhclient takes the search domain from DHCP, systemd-networkd does not (UseDomains=no):
+    // systemd-resolved is told directly, before sshd starts. bootcmd, every boot: write_files
+    // comes after resolved has read its configuration.
+    doc.bootcmd = [
+      ...((doc.bootcmd as string[][] | undefined) ?? []),
+      [
+        'sh',
+        '-c',
+        'command -v resolvectl >/dev/null || exit 0; mkdir -p /etc/systemd/resolved.conf.d && printf "# Written by rum: machines of this project by their names.\\n[Resolve]\\nDomains=%s\\n" "$1" > /etc/systemd/resolved.conf.d/50-rum.conf && systemctl try-restart systemd-resolved.service',
+        'rum-search',
+        s.searchDomain,
+      ],
+    ];
   }
   doc.write_files = files;
   const after = modulesAfterSshd(s);

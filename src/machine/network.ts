@@ -17,6 +17,9 @@ export interface ProjectNetwork {
 /** What the network is once made: its subnet and each machine's fixed address. */
 export type NetworkState = { network: string; subnet: string; hosts: { [machine: string]: string } };
 
+/** The network's DNS domain: `.internal` is reserved for private use, never delegated. */
+export const projectDomain = (p: Pick<Project, 'name'>): string => `${p.name}.rum.internal`;
+
 /** The network's name: `rum-<project>`. */
 export const projectNetworkName = (p: Pick<Project, 'name'>): string => `rum-${p.name}`;
 

@@ -13,6 +13,8 @@ export interface E2eProject {
   cacheHome: string;
   vmDir: string;
   rum(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }>;
+  /** Another rum (a previous release) on the same project, with the same environment. */
+  rumWith(bin: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }>;
   rumJson<T = any>(...args: string[]): Promise<T>;
   exec(command: string): Promise<{ code: number; stdout: string; stderr: string }>;
   /** rum in the background (e.g. `forward`), ended with SIGINT like Ctrl-C, by its PID. */
@@ -56,7 +58,9 @@ export async function e2eProject(
   // rum rightly refuses a domain another rum.yaml owns, so clear it first.
   const uri = (config.libvirt as { uri?: string } | undefined)?.uri ?? 'qemu:///system';
   const asUser = opts.user && uri.endsWith('/session') ? { user: opts.user } : {};
-  for (const cmd of ['destroy', 'undefine']) await inNs('virsh', ['-c', uri, cmd, String(config.name)], { reject: false, ...asUser });
+  const machines = Object.keys((config.machines as Record<string, unknown> | undefined) ?? {});
+  const domains = machines.length > 0 ? machines.map((m) => `${String(config.name)}-${m}`) : [String(config.name)];
+  for (const d of domains) for (const cmd of ['destroy', 'undefine']) await inNs('virsh', ['-c', uri, cmd, d], { reject: false, ...asUser });
   const home = opts.user && opts.home ? userIds(opts.user).home : undefined;
   const root = home ? await homeScratchDir(t, opts.user!, home) : await scratchDir(t, opts.user ? { owner: opts.user } : {});
   const dir = join(root, 'proj');
@@ -92,8 +96,9 @@ export async function e2eProject(
     dataHome,
     cacheHome: home ? join(home, '.cache') : join(root, 'cache'),
     vmDir: join(dataHome, 'rum', String(config.name)),
-    rum: async (...args) => {
-      const r = await inNs('env', [...Object.entries(env).map(([k, v]) => `${k}=${v}`), rumBin, ...args], {
+    rum: (...args) => p.rumWith(rumBin, ...args),
+    rumWith: async (bin, ...args) => {
+      const r = await inNs('env', [...Object.entries(env).map(([k, v]) => `${k}=${v}`), bin, ...args], {
         cwd: dir,
         reject: false,
         stdin: 'ignore',
