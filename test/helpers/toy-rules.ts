@@ -12,6 +12,8 @@ export function oneVm<C>(e: { ctx: C; rules: AnyRule<C>[]; state: StateStore; di
 }
 
 export interface ToyCtx {
+  /** A machine's name: builds are recorded as `name:id`. */
+  name?: string;
   config: Record<string, string>;
   store: Map<string, string>;
   builds: string[];
@@ -19,6 +21,8 @@ export interface ToyCtx {
   fail?: Set<string>;
   /** Called when a build starts (to kill the process mid-node, say). */
   onBuild?: (id: string) => void | Promise<void>;
+  /** Called when a build has finished. */
+  onBuilt?: (id: string) => void;
 }
 
 const sleep = (ms: number, signal?: AbortSignal) =>
@@ -30,7 +34,7 @@ const sleep = (ms: number, signal?: AbortSignal) =>
 /** A derived rule: output = f(config[field], upstream outputs). */
 export function toy(
   id: string,
-  opts: { deps?: string[]; field?: string; kind?: AnyRule<ToyCtx>['kind']; resettable?: boolean; transform?: (s: string) => string } = {},
+  opts: { deps?: string[]; field?: string; kind?: AnyRule<ToyCtx>['kind']; resettable?: boolean; transform?: (s: string) => string; shared?: boolean } = {},
 ): AnyRule<ToyCtx> {
   const deps = opts.deps ?? [];
   return defineRule<ToyCtx, Record<string, unknown>>({
@@ -39,12 +43,14 @@ export function toy(
     version: 1,
     deps: deps.map((id) => ({ id })),
     resettable: opts.resettable,
+    ...(opts.shared ? { shareKey: (c: ToyCtx) => String(c.config[opts.field ?? ''] ?? '') } : {}),
     inputs: (c) => (opts.field ? { [opts.field]: c.config[opts.field] } : {}),
     build: async ({ ctx, inputs, signal }) => {
-      ctx.builds.push(id);
+      ctx.builds.push(ctx.name ? `${ctx.name}:${id}` : id);
       await ctx.onBuild?.(id);
       if (ctx.delayMs?.[id]) await sleep(ctx.delayMs[id]!, signal);
       if (ctx.fail?.has(id)) throw new Error(`${id} exploded`);
+      ctx.onBuilt?.(id);
       const parts = [String(inputs[opts.field ?? ''] ?? ''), ...deps.map((d) => ctx.store.get(d) ?? '')];
       const value = (opts.transform ?? ((s) => s))(`${id}(${parts.join(',')})`);
       ctx.store.set(id, value);

@@ -2,7 +2,7 @@
 import { exitCodes, RumError } from '../../errors.js';
 import { describeReason } from '../../graph/events.js';
 import { planChanges, type Plan, type PlannedNode, type PlanOptions } from '../../graph/plan.js';
-import type { Machine } from '../../machine/machine.js';
+import { sessionMode, type Machine } from '../../machine/machine.js';
 import { Output } from '../output.js';
 import { lostWhat, namesOf, planFor, refuseLost, runGraph, subjectOf, throwIfFailed, type CommonOptions } from './common.js';
 import { canAsk, confirm } from '../prompt.js';
@@ -48,7 +48,7 @@ export async function up(first: string | undefined, opts: UpOptions): Promise<nu
       if (o.claimed.has(m)) await m.owned();
       else if ((await m.owner().catch(() => undefined))?.owner === 'other') await m.owned();
     }
-    out.plan(plan, subjectOf(o), planHints(plan, o.project.single));
+    out.plan(plan, subjectOf(o), [...planHints(plan, o.project.single), ...apartHints(machines)]);
     return planChanges(plan) ? exitCodes.PLAN_CHANGES : 0;
   }
   if (opts.reset && !opts.yes) {
@@ -76,7 +76,7 @@ export async function up(first: string | undefined, opts: UpOptions): Promise<nu
   throwIfFailed(result);
   // What really happened, not what the plan feared: early cutoff may have kept a node fresh.
   const kept = plan.nodes.filter((n) => result.outcomes.get(n.id)?.type === 'kept');
-  for (const h of planHints({ ...plan, nodes: kept }, o.project.single)) out.notice(h);
+  for (const h of [...planHints({ ...plan, nodes: kept }, o.project.single), ...apartHints(machines)]) out.notice(h);
   out.result(result, subjectOf(o));
   if (opts.attach) {
     if (machines.length > 1) throw new RumError('USAGE', '--attach serves one machine', `name it: rum up --attach ${machines.map((m) => m.name).join(' | ')}`);
@@ -91,6 +91,16 @@ export async function up(first: string | undefined, opts: UpOptions): Promise<nu
     return codes.find((c) => c !== 0) ?? 0;
   }
   return 0;
+}
+
+/** Machines on user networking each have QEMU's own network: said, never papered over. */
+export function apartHints(machines: Machine[]): string[] {
+  const apart = machines.filter((m) => m.config.network.mode === 'user');
+  if (machines.length < 2 || apart.length === 0) return [];
+  return [
+    `${apart.map((m) => m.name).join(', ')} ${apart.length > 1 ? 'use' : 'uses'} user networking (QEMU's own, one per machine${apart.some((m) => sessionMode(m)) ? `, the only kind ${apart[0]!.config.libvirt.uri} has` : ''}): ` +
+      "no machine reaches another by name or by its address; one reaches another's forwarded ports: as 10.0.2.2:<host port> from inside the guest. network.mode: nat under qemu:///system gives them a network with names",
+  ];
 }
 
 /** "the guest", or "web" when there are several. */
