@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { ioBench } from './io.js';
+import { machinesBench } from './machines.js';
 
 type Add = (what: string, rum: string, baseline: string, target: string) => void;
 interface Tools {
@@ -100,6 +101,7 @@ export async function vmBench(add: Add, { median, time, nodeBaseline }: Tools): 
     rmSync(work, { recursive: true, force: true });
   }
   await ioBench(add, mirror, median);
+  await machinesBench(add, mirror, { median, time });
 }
 
 const SSHD_STARTED = /Started (?:\x1b\[[0-9;]*m)?ssh\.service/;
