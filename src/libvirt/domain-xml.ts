@@ -4,7 +4,7 @@
 import { isIPv4 } from 'node:net';
 import { isAbsolute } from 'node:path';
 import { assertNever, RumError } from '../errors.js';
-import { el, forbiddenChar, renderXml, unescapeXml, type XmlElement } from './xml.js';
+import { el, renderXml, textProblems, unescapeXml, type XmlElement } from './xml.js';
 
 /** The namespace of rum's mark in `<metadata>`; a new incompatible mark gets a new URI. */
 export const RUM_XMLNS = 'https://rum.dev/xmlns/vm/1';
@@ -83,12 +83,7 @@ const NETDEV_ID = 'rumnet0';
 /** Every problem with a spec, at once; [] when it can be written. */
 export function domainSpecProblems(spec: DomainSpec): string[] {
   const problems: string[] = [];
-  const text = (what: string, v: string) => {
-    if (v.length === 0) problems.push(`${what} is empty`);
-    const bad = forbiddenChar(v);
-    if (bad !== undefined) problems.push(`${what} contains a control character (${bad}): ${JSON.stringify(v)}`);
-    return bad === undefined && v.length > 0;
-  };
+  const text = (what: string, v: string) => textProblems(problems, what, v);
   const path = (what: string, v: string) => {
     if (text(what, v) && !isAbsolute(v)) problems.push(`${what} must be an absolute path: ${JSON.stringify(v)}`);
   };

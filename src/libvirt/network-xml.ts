@@ -8,7 +8,7 @@ import { isIPv4 } from 'node:net';
 import { RumError } from '../errors.js';
 import { ipToInt, netmaskPrefix, subnetBounds, type DhcpRange, type Ipv4Subnet } from './network-addr.js';
 import type { Virsh } from './virsh.js';
-import { el, forbiddenChar, renderXml, unescapeXml, type XmlElement } from './xml.js';
+import { el, renderXml, textProblems, unescapeXml, type XmlElement } from './xml.js';
 
 /**
  * The namespace of rum's mark in a network's `<metadata>`. libvirt keeps network metadata through
@@ -68,12 +68,7 @@ export function networkDomainFor(label: string): string {
 /** Every problem with a spec, at once; [] when it can be written. */
 export function networkSpecProblems(spec: NetworkSpec): string[] {
   const problems: string[] = [];
-  const text = (what: string, v: string) => {
-    if (v.length === 0) problems.push(`${what} is empty`);
-    const bad = forbiddenChar(v);
-    if (bad !== undefined) problems.push(`${what} contains a control character (${bad}): ${JSON.stringify(v)}`);
-    return bad === undefined && v.length > 0;
-  };
+  const text = (what: string, v: string) => textProblems(problems, what, v);
   if (text('network name', spec.name)) {
     if (spec.name.includes('/')) problems.push(`network name may not contain '/': ${JSON.stringify(spec.name)}`);
     if (spec.name.startsWith('-') || UUID.test(spec.name)) problems.push(`network name may not start with '-' or look like a UUID: ${spec.name}`);

@@ -30,6 +30,14 @@ export function forbiddenChar(text: string): string | undefined {
   return `U+${m[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}`;
 }
 
+/** Adds to `problems` why `v` cannot be XML text (empty, a control character); true when it can. */
+export function textProblems(problems: string[], what: string, v: string): boolean {
+  if (v.length === 0) problems.push(`${what} is empty`);
+  const bad = forbiddenChar(v);
+  if (bad !== undefined) problems.push(`${what} contains a control character (${bad}): ${JSON.stringify(v)}`);
+  return bad === undefined && v.length > 0;
+}
+
 /** Throws a RumError naming `what` when `text` holds a character XML output must not carry. */
 export function assertXmlSafe(what: string, text: string): void {
   const bad = forbiddenChar(text);
