@@ -51,6 +51,12 @@ export async function up(first: string | undefined, opts: UpOptions): Promise<nu
     out.plan(plan, subjectOf(o), [...planHints(plan, o.project.single), ...apartHints(machines)]);
     return planChanges(plan) ? exitCodes.PLAN_CHANGES : 0;
   }
+  if (opts.attach && names.length !== 1) {
+    // Known before anything boots: the file has machines when there is more than one VM name.
+    const { openProject } = await import('../../machine/project.js');
+    const o = await openProject({ config: opts.config });
+    if (!o.project.single) throw new RumError('USAGE', '--attach serves one machine: name it', `rum up --attach ${o.machines.map((m) => m.name).join(' | ')}`);
+  }
   if (opts.reset && !opts.yes) {
     await confirm(out, `rum up --reset recreates ${names.length > 0 ? `the disk of ${names.join(', ')}` : 'the VM disk'}: everything written in the guest is lost. Continue?`);
   }
@@ -79,13 +85,15 @@ export async function up(first: string | undefined, opts: UpOptions): Promise<nu
   for (const h of [...planHints({ ...plan, nodes: kept }, o.project.single), ...apartHints(machines)]) out.notice(h);
   out.result(result, subjectOf(o));
   if (opts.attach) {
-    if (machines.length > 1) throw new RumError('USAGE', '--attach serves one machine', `name it: rum up --attach ${machines.map((m) => m.name).join(' | ')}`);
-    const c = machines[0]!.config;
+    const m = names.length === 1 ? machines.find((x) => x.name === names[0])! : machines[0]!;
+    const c = m.config;
+    // The forwards and the bridge pick their machine as `rum forward NAME` would.
+    const one = o.project.single ? opts : { ...opts, _: [m.name] };
     // Both run until Ctrl-C (each listens for it); either failing ends the attach.
     const jobs: Promise<number>[] = [];
     if (c.network.mode === 'nat' && c.ports.some((p) => p.proto === 'tcp'))
-      jobs.push(import('./forward.js').then((m) => m.runForwards(opts, out)));
-    if (c.mounts.some((m) => m.inotify && !m.readonly)) jobs.push(import('./watch.js').then((m) => m.watch(opts)));
+      jobs.push(import('./forward.js').then((m) => m.runForwards(one, out)));
+    if (c.mounts.some((m) => m.inotify && !m.readonly)) jobs.push(import('./watch.js').then((m) => m.watch(one)));
     if (jobs.length === 0) out.info('nothing to attach to: no nat port forwards and no inotify: true mounts');
     const codes = await Promise.all(jobs);
     return codes.find((c) => c !== 0) ?? 0;
