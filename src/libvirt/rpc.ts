@@ -13,10 +13,11 @@ const CALL = 0;
 const REPLY = 1;
 const OK = 0;
 const ERROR = 1;
-const PROC = { connectOpen: 1, connectClose: 2, getXmlDesc: 14, lookupByName: 23, authList: 66, authPolkit: 70, getState: 212 } as const;
+const PROC = { connectOpen: 1, connectClose: 2, getXmlDesc: 14, lookupByName: 23, networkLookupByName: 46, authList: 66, authPolkit: 70, networkIsActive: 152, getState: 212 } as const;
 const CONNECT_RO = 1;
 const XML_INACTIVE = 2;
 const ERR_NO_DOMAIN = 42;
+const ERR_NO_NETWORK = 43;
 const AUTH_NONE = 0;
 const AUTH_POLKIT = 2;
 const MAX_PACKET = 32 * 1024 * 1024; // libvirt's own limit (VIR_NET_MESSAGE_MAX)
@@ -61,11 +62,44 @@ export async function rpcSnapshot(
 
 /** rpcSnapshot for several domains over one connection (`rum list`): only the names the daemon
  * knows are in the map. */
-export async function rpcSnapshots(
+export function rpcSnapshots(
   uri: string,
   names: readonly string[],
   opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; euid?: number } = {},
 ): Promise<Map<string, RpcSnapshot> | undefined> {
+  return rpc(uri, opts, (c, readonly) => snapshots(c, uri, names, readonly));
+}
+
+/** Whether the libvirt network `name` is active (undefined: no such network), or `unavailable`
+ * when this way is not open (see rpcSnapshot): then ask virsh. */
+export async function rpcNetworkActive(
+  uri: string,
+  name: string,
+  opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; euid?: number } = {},
+): Promise<boolean | undefined | 'unavailable'> {
+  const r = await rpc(uri, opts, async (c, readonly) => {
+    await open(c, uri, readonly);
+    let net: Buffer;
+    try {
+      net = await c.call(PROC.networkLookupByName, new Writer().string(name).done());
+    } catch (err) {
+      if (err instanceof LibvirtError && err.code === ERR_NO_NETWORK) return { active: undefined };
+      throw err;
+    }
+    const active = new Reader(await c.call(PROC.networkIsActive, net)).int() === 1;
+    c.send(PROC.connectClose, Buffer.alloc(0));
+    return { active };
+  });
+  return r === undefined ? 'unavailable' : r.active;
+}
+
+/** One exchange with the daemon behind `uri`'s local socket, or undefined when that way is not
+ * open (no socket, a refusal, a protocol surprise, no answer within the deadline). */
+async function rpc<T>(
+  uri: string,
+  opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; euid?: number },
+  exchange: (c: Connection, readonly: boolean) => Promise<T>,
+): Promise<T | undefined> {
   const where = localSockets(uri, opts.env ?? process.env, opts.euid);
   if (!where) return undefined;
   for (const path of where.paths) {
@@ -76,7 +110,7 @@ export async function rpcSnapshots(
       timer = setTimeout(() => reject(new Unavailable('deadline')), opts.timeoutMs ?? 5000);
     });
     try {
-      return await Promise.race([snapshots(conn, uri, names, where.readonly), deadline]);
+      return await Promise.race([exchange(conn, where.readonly), deadline]);
     } catch (err) {
       // No such socket: the next one. Anything else, a socket that refuses included: virsh says why.
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
@@ -89,7 +123,8 @@ export async function rpcSnapshots(
   return undefined;
 }
 
-async function snapshots(c: Connection, uri: string, names: readonly string[], readonly: boolean): Promise<Map<string, RpcSnapshot>> {
+/** Authenticates (none or polkit only) and opens the connection. */
+async function open(c: Connection, uri: string, readonly: boolean): Promise<void> {
   const auth = new Reader(await c.call(PROC.authList, Buffer.alloc(0)));
   const types = auth.array(() => auth.int());
   if (types.length > 0 && !types.includes(AUTH_NONE)) {
@@ -97,6 +132,10 @@ async function snapshots(c: Connection, uri: string, names: readonly string[], r
     await c.call(PROC.authPolkit, Buffer.alloc(0));
   }
   await c.call(PROC.connectOpen, new Writer().optString(uri).uint(readonly ? CONNECT_RO : 0).done());
+}
+
+async function snapshots(c: Connection, uri: string, names: readonly string[], readonly: boolean): Promise<Map<string, RpcSnapshot>> {
+  await open(c, uri, readonly);
   // Every lookup at once, then every found domain's two questions at once: two round trips
   // whatever the number of names.
   const found = await Promise.all(

@@ -11,7 +11,7 @@ import { RumError } from '../errors.js';
 import { seeDoctor } from '../host/check.js';
 import { reachHint } from '../host/qemu-reach.js';
 import { isSessionUri } from './uri.js';
-import { rpcSnapshot } from './rpc.js';
+import { rpcNetworkActive, rpcSnapshot } from './rpc.js';
 
 export type DomainState = 'running' | 'idle' | 'paused' | 'in shutdown' | 'shut off' | 'crashed' | 'pmsuspended' | 'unknown';
 const DOMAIN_STATES: readonly string[] = ['running', 'idle', 'paused', 'in shutdown', 'shut off', 'crashed', 'pmsuspended'];
@@ -308,6 +308,16 @@ export class Virsh {
   async netInfo(name: string): Promise<NetInfo | undefined> {
     const r = await this.attempt(['net-info', '--network', name], ['no-network']);
     return 'failed' in r ? undefined : parseNetInfo(r.stdout);
+  }
+
+  /** Whether the network is active; undefined when there is no such network. The daemon's
+   * socket is asked first, as for domainSnapshot: every run checks a project's network. */
+  async netActive(name: string): Promise<boolean | undefined> {
+    if (this.env.RUM_LIBVIRT_RPC !== '0') {
+      const r = await rpcNetworkActive(this.uri, name, { env: this.env });
+      if (r !== 'unavailable') return r;
+    }
+    return (await this.netInfo(name))?.active;
   }
 
   async netStart(name: string): Promise<'started' | 'already-active'> {

@@ -89,7 +89,7 @@ const stateOf = (network: string, s: { address: string; prefix: number }, ips: M
 
 /** Whether the network is there and running (what every run checks). */
 export async function projectNetworkUp(v: Virsh, name: string): Promise<boolean> {
-  return (await v.netInfo(name))?.active === true;
+  return (await v.netActive(name)) === true;
 }
 
 /** Removes the project's network when it is ours: after the last machine is destroyed. */

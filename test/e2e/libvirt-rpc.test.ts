@@ -60,3 +60,17 @@ test('libvirt socket: the same answers from a session daemon (qemu:///session, t
   assertSame(seen, name, 'shut off');
   assertSame(seen, `${DOMAIN_PREFIX}absent`, undefined);
 });
+
+test("libvirt socket: a network's state as virsh gives it (qemu:///system)", async (t) => {
+  const why = bootSkipReason();
+  if (why) return t.skip(why);
+  const { rpcNetworkActive } = await import('../../src/libvirt/rpc.js');
+  const { Virsh } = await import('../../src/libvirt/virsh.js');
+  const plain = new Virsh(SYSTEM_URI, { env: { RUM_LIBVIRT_RPC: '0' } });
+  // The environment's default network is active; a name no network has is undefined both ways.
+  for (const name of ['default', `${DOMAIN_PREFIX}no-such-net`]) {
+    const byVirsh = (await plain.netInfo(name))?.active;
+    assert.equal(await rpcNetworkActive(SYSTEM_URI, name), byVirsh, name);
+  }
+  assert.equal(await rpcNetworkActive(SYSTEM_URI, 'default'), true);
+});
