@@ -191,7 +191,8 @@ export class SaidOnce {
   }
 }
 
-const listText = (items: string[]) => (items.length < 2 ? items.join('') : `${items.slice(0, -1).join(', ')} and ${items.at(-1)!}`);
+/** `a`, `a and b`, `a, b and c` */
+export const listText = (items: string[]) => (items.length < 2 ? items.join('') : `${items.slice(0, -1).join(', ')} and ${items.at(-1)!}`);
 
 /** `a list`, `the string "x"`: what a value is, for when its kind is what is wrong. */
 function kindOf(v: unknown): string {

@@ -3,7 +3,7 @@
 // places each problem: in a machine's own block, or in the top-level defaults it inherited).
 import { stat } from 'node:fs/promises';
 import { isSessionUri } from '../libvirt/uri.js';
-import type { Config } from './schema.js';
+import type { Config, Port } from './schema.js';
 
 export { isSessionUri }; // config's readers ask it here
 
@@ -71,19 +71,24 @@ export async function checkRules(config: Config, locate: Locate): Promise<Proble
   });
 
   config.ports.forEach((port, i) => {
-    for (let j = 0; j < i; j++) {
-      const other = config.ports[j]!;
-      if (other.host !== port.host || other.proto !== port.proto) continue;
-      // 0.0.0.0 takes the port on every address, so it clashes with any other bind.
-      if (other.bind !== port.bind && other.bind !== '0.0.0.0' && port.bind !== '0.0.0.0') continue;
-      const what = other.bind === port.bind ? `${port.bind}:${port.host}/${port.proto}` : `${port.host}/${port.proto} on ${port.bind}`;
-      found.push(at(['ports', i, 'host'], `host port ${what} is already forwarded by ports[${j}] (line ${line(['ports', j, 'host'])})`,
+    const j = config.ports.slice(0, i).findIndex((other) => sameHostSocket(other, port));
+    if (j >= 0)
+      found.push(at(['ports', i, 'host'], `host port ${hostSocketText(port, config.ports[j]!)} is already forwarded by ports[${j}] (line ${line(['ports', j, 'host'])})`,
         'each host address and port can be forwarded once: pick another host port'));
-      break;
-    }
   });
 
   return found;
+}
+
+/** Whether two forwards want one socket on the host: the same port and protocol, on the same
+ * address or where either is 0.0.0.0, which takes the port on every address. */
+export function sameHostSocket(a: Port, b: Port): boolean {
+  return a.host === b.host && a.proto === b.proto && (a.bind === b.bind || a.bind === '0.0.0.0' || b.bind === '0.0.0.0');
+}
+
+/** `127.0.0.1:8080/tcp`; `8080/tcp on 0.0.0.0` when `other`, which it clashes with, binds elsewhere. */
+export function hostSocketText(port: Port, other: Port): string {
+  return other.bind === port.bind ? `${port.bind}:${port.host}/${port.proto}` : `${port.host}/${port.proto} on ${port.bind}`;
 }
 
 /** What is wrong with a mount target, given the targets before it: [message, hint]. */

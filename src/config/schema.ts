@@ -70,7 +70,7 @@ export function isOpenSshPublicKey(line: string): boolean {
   return len === type.length && blob.subarray(4, 4 + len).toString('latin1') === type;
 }
 
-/** A refinement for a check that words its own problem, hint included (load.ts shows params.hint). */
+/** A refinement for a check that words its own problem, hint included (issues.ts shows params.hint). */
 const refuse = (problemOf: (text: string) => { message: string; hint: string } | undefined) => (text: string, ctx: z.RefinementCtx<string>) => {
   const problem = problemOf(text);
   if (problem) ctx.addIssue({ code: 'custom', message: problem.message, params: { hint: problem.hint } });

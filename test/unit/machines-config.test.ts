@@ -279,6 +279,76 @@ test('every problem at once, sorted by line', async () => {
   assert.match(got[0]!.message, /\(for machines db and web\)$/);
 });
 
+test('two machines forwarding one host port: at the later one\'s line, naming the earlier', async () => {
+  const own = await onlyProblem(yaml(
+    'image: {base: debian-12}',
+    'machines:',
+    '  db:',
+    '    ports: [{host: 8080, guest: 80}]',
+    '  web:',
+    '    ports:',
+    '      - {host: 9000, guest: 9000}',
+    '      - {host: 8080, guest: 8080}',
+  ));
+  assert.deepEqual(own.slice(0, 3), [8, 16, 'host port 127.0.0.1:8080/tcp is already forwarded by machine db (line 4)']);
+  assert.match(own[3] ?? '', /forwarded by one machine: pick another host port/);
+
+  // 0.0.0.0 takes the port on every address: as within one machine.
+  const any = await onlyProblem(yaml('image: {base: debian-12}', 'machines:', '  db: {ports: [{host: 5432, guest: 5432}]}', '  web: {ports: [{host: 5432, guest: 80, bind: 0.0.0.0}]}'));
+  assert.deepEqual(any.slice(0, 3), [4, 24, 'host port 5432/tcp on 0.0.0.0 is already forwarded by machine db (line 3)']);
+});
+
+test('a forwarded port inherited by several machines: once, at the top-level line', async () => {
+  const all = await onlyProblem(yaml('image: {base: debian-12}', 'ports: [{host: 8080, guest: 80}]', 'machines:', '  a: {}', '  b: {}', '  c: {}'));
+  assert.deepEqual(all.slice(0, 3), [2, 16, 'host port 127.0.0.1:8080/tcp would be forwarded by machines a, b and c, which inherit it from the top level']);
+
+  // Inherited by some, and also a machine's own: at the inherited line, naming both sides.
+  const mixed = await onlyProblem(yaml(
+    'image: {base: debian-12}',
+    'ports: [{host: 8080, guest: 80}]',
+    'machines:',
+    '  db: {ports: [{host: 8080, guest: 5432}]}',
+    '  web: {}',
+    '  api: {}',
+  ));
+  assert.deepEqual(mixed.slice(0, 3), [2, 16, 'host port 127.0.0.1:8080/tcp is already forwarded by machine db (line 4) (for machines web and api)']);
+
+  // An own port against an inherited one earlier: at the own line.
+  const later = await onlyProblem(yaml('image: {base: debian-12}', 'ports: [{host: 8080, guest: 80}]', 'machines:', '  web: {}', '  db: {ports: [{host: 8080, guest: 5432}]}'));
+  assert.deepEqual(later.slice(0, 3), [5, 23, 'host port 127.0.0.1:8080/tcp is already forwarded by machine web (line 2)']);
+});
+
+test('one host port on different addresses or protocols, and one shared inotify mount, are fine', async () => {
+  const project = await parseProject(yaml(
+    'image: {base: debian-12}',
+    'mounts: [{source: /, target: /srv/host, inotify: true}]',
+    'machines:',
+    '  a: {ports: [{host: 8080, guest: 80}]}',
+    '  b: {ports: [{host: 8080, guest: 80, bind: 127.0.0.2}]}',
+    '  c: {ports: [{host: 8080, guest: 80, proto: udp}]}',
+    '  d: {ports: [{host: 8080, guest: 80, bind: 10.0.0.1, proto: udp}]}',
+  ), FILE, {});
+  assert.deepEqual(project.machines.map((c) => c.ports.map((p) => `${p.bind}:${p.host}/${p.proto}`)),
+    [['127.0.0.1:8080/tcp'], ['127.0.0.2:8080/tcp'], ['127.0.0.1:8080/udp'], ['10.0.0.1:8080/udp']]);
+  assert.ok(project.machines.every((c) => c.mounts[0]!.inotify && c.mounts[0]!.hostPath === '/'));
+});
+
+test('two machines with one hostname: at the one that sets it', async () => {
+  const both = await onlyProblem(yaml('image: {base: debian-12}', 'machines:', '  web: {network: {hostname: www}}', '  api:', '    network: {hostname: www}'));
+  assert.deepEqual(both.slice(0, 3), [5, 25, 'network.hostname www is also the hostname of machine web (line 3)']);
+  assert.match(both[3] ?? '', /leave network.hostname out to use the machine's name/);
+
+  // Another machine's name is its hostname.
+  const name = await onlyProblem(yaml('image: {base: debian-12}', 'machines:', '  web: {network: {hostname: db}}', '  db: {}'));
+  assert.deepEqual(name.slice(0, 3), [3, 29, 'network.hostname db is also the hostname of machine db (its name)']);
+
+  const inherited = await onlyProblem(yaml('image: {base: debian-12}', 'network: {hostname: box}', 'machines:', '  a: {}', '  b: {}', '  c: {network: {hostname: c}}'));
+  assert.deepEqual(inherited.slice(0, 3), [2, 21, 'network.hostname box would be the hostname of machines a and b, which inherit it from the top level']);
+
+  // Without machines: there is one VM, and nothing to clash with.
+  assert.equal((await parseProject(yaml('image: {base: debian-12}', 'network: {hostname: box}'), FILE, {})).machines[0]!.network.hostname, 'box');
+});
+
 test('rum schema describes machines: and after:', () => {
   const schema = JSON.parse(JSON.stringify(jsonSchema())) as { properties: Record<string, any> };
   const machines = schema.properties.machines;
