@@ -4,7 +4,7 @@
 import { isIPv4 } from 'node:net';
 import { isAbsolute } from 'node:path';
 import { assertNever, RumError } from '../errors.js';
-import { el, renderXml, textProblems, unescapeXml, type XmlElement } from './xml.js';
+import { el, refuseProblems, renderXml, textProblems, unescapeXml, type XmlElement } from './xml.js';
 
 /** The namespace of rum's mark in `<metadata>`; a new incompatible mark gets a new URI. */
 export const RUM_XMLNS = 'https://rum.dev/xmlns/vm/1';
@@ -174,14 +174,7 @@ export function domainSpecProblems(spec: DomainSpec): string[] {
  */
 export function domainXml(spec: DomainSpec): string {
   const keep = () => spec.keepOwners && el('seclabel', { model: 'dac', relabel: 'no' });
-  const problems = domainSpecProblems(spec);
-  if (problems.length > 0) {
-    throw new RumError(
-      'CONFIG_INVALID',
-      `cannot write the domain XML for ${JSON.stringify(spec.name)}: ${problems.join('; ')}`,
-      problems.length > 1 ? `${problems.length} problems` : undefined,
-    );
-  }
+  refuseProblems('domain XML', spec.name, domainSpecProblems(spec));
   const net = spec.network;
   const virtiofs = spec.mounts.some((m) => m.type === 'virtiofs');
   const kib = Math.ceil(spec.memoryBytes / 1024);

@@ -8,7 +8,7 @@ import { isIPv4 } from 'node:net';
 import { RumError } from '../errors.js';
 import { ipToInt, netmaskPrefix, subnetBounds, type DhcpRange, type Ipv4Subnet } from './network-addr.js';
 import type { Virsh } from './virsh.js';
-import { el, renderXml, textProblems, unescapeXml, type XmlElement } from './xml.js';
+import { el, refuseProblems, renderXml, textProblems, unescapeXml, type XmlElement } from './xml.js';
 
 /**
  * The namespace of rum's mark in a network's `<metadata>`. libvirt keeps network metadata through
@@ -128,14 +128,7 @@ export function networkSpecProblems(spec: NetworkSpec): string[] {
  * Every value goes through the element builder, which escapes it; a bad spec is refused first.
  */
 export function projectNetworkXml(spec: NetworkSpec): string {
-  const problems = networkSpecProblems(spec);
-  if (problems.length > 0) {
-    throw new RumError(
-      'CONFIG_INVALID',
-      `cannot write the network XML for ${JSON.stringify(spec.name)}: ${problems.join('; ')}`,
-      problems.length > 1 ? `${problems.length} problems` : undefined,
-    );
-  }
+  refuseProblems('network XML', spec.name, networkSpecProblems(spec));
   const network = el(
     'network',
     {},

@@ -38,6 +38,12 @@ export function textProblems(problems: string[], what: string, v: string): boole
   return bad === undefined && v.length > 0;
 }
 
+/** Refuses a spec with problems, all of them in one message: `what` is e.g. 'domain XML'. */
+export function refuseProblems(what: string, name: string, problems: string[]): void {
+  if (problems.length === 0) return;
+  throw new RumError('CONFIG_INVALID', `cannot write the ${what} for ${JSON.stringify(name)}: ${problems.join('; ')}`, problems.length > 1 ? `${problems.length} problems` : undefined);
+}
+
 /** Throws a RumError naming `what` when `text` holds a character XML output must not carry. */
 export function assertXmlSafe(what: string, text: string): void {
   const bad = forbiddenChar(text);

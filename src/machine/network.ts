@@ -76,8 +76,7 @@ export async function ensureProjectNetwork(v: Virsh, net: ProjectNetwork, notice
     if (had) await v.netUpdateDnsHost(net.name, 'delete', { ip: had.ip, name: had.name });
     await v.netUpdateDnsHost(net.name, 'add', { ip, name: h.name });
   }
-  const info = await v.netInfo(net.name);
-  if (!info?.active) await v.netStart(net.name);
+  if ((await v.netActive(net.name)) !== true) await v.netStart(net.name);
   return stateOf(net.name, subnet, ips);
 }
 
