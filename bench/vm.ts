@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { ioBench } from './io.js';
 import { machinesBench } from './machines.js';
+import { suspendBench } from './suspend.js';
 
 type Add = (what: string, rum: string, baseline: string, target: string) => void;
 interface Tools {
@@ -101,6 +102,7 @@ export async function vmBench(add: Add, { median, time, nodeBaseline }: Tools): 
     rmSync(work, { recursive: true, force: true });
   }
   await ioBench(add, mirror, median);
+  await suspendBench(add, mirror, median);
   await machinesBench(add, mirror, { median, time });
 }
 

@@ -8,7 +8,7 @@ import { defineRule } from '../src/graph/rule.js';
 import { cloudInitErrors, workAfterSshd } from '../src/cloudinit/modules.js';
 import { listensOnLoopback, tcpOpen } from '../src/net/port-probe.js';
 import type { RumCtx } from './context.js';
-import { runningDomain } from './running-domain.js';
+import { runningDomain, type Started } from './running-domain.js';
 import { sshKeys } from './ssh-keys.js';
 import { sshPort } from './ssh-port.js';
 
@@ -76,6 +76,12 @@ export const sshReady = defineRule({
       await ready.session.close();
       const more = errors.length > 1 ? ` (and ${errors.length - 1} more)` : '';
       throw new RumError('FAILED', `the guest is up, but cloud-init reported an error: ${errors[0]}${more}`, 'see `rum logs` and `rum logs --provision`; fix rum.yaml and run `rum up --reset` or `rum provision`');
+    }
+    // Restored from saved memory: its clock stopped while it was saved, and its 9p shares were
+    // unmounted for the save (src/cli/commands/suspend.ts). Set and mounted again, now.
+    if ((upstream(runningDomain).data as Partial<Started> | undefined)?.resumed) {
+      progress('setting the guest clock and mounting its shares again');
+      await ready.session.execText(`sudo -n date -u -s @${(Date.now() / 1000).toFixed(3)} >/dev/null; sudo -n mount -a -t 9p 2>/dev/null; true`);
     }
     const host = ready.session.target.host; // the address that really answered
     await ready.session.close();

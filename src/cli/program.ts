@@ -55,6 +55,12 @@ program
   .action(lazy(async () => (await import('./commands/down.js')).down));
 
 program
+  .command('suspend [names]')
+  .describe("Save the guest's memory and stop it; `rum up` resumes it as it was. With machines: those named, or all")
+  .option('--no-wait', 'Fail at once if another rum is working on this VM')
+  .action(lazy(async () => (await import('./commands/suspend.js')).suspend));
+
+program
   .command('exec')
   .describe('Run a command in the guest (over SSH); exits with its status. With machines: name one first')
   .example('exec -- uname -a')

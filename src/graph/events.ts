@@ -23,6 +23,7 @@ export type Action =
   | 'redefine'
   | 'start'
   | 'restart'
+  | 'resume' // a suspended or paused guest: its memory as it was, no boot
   | 'create'
   | 'update'
   | 'adopt' // stateful, unrecorded: the artifact is taken as it is and recorded, never made again

@@ -132,7 +132,11 @@ export async function assess<C>(
   if (rule.check) {
     const c = await rule.check(apiFor(e, n, signal));
     if (!c.ok && c.lost) return stale(resetting(e, n) ? { type: 'reset' } : { type: 'lost', why: c.why }, fp);
-    if (!c.ok) return stale({ type: 'check-failed', why: c.why }, fp);
+    if (!c.ok) {
+      const a = await stale({ type: 'check-failed', why: c.why }, fp);
+      // The check knows best what brings the thing back (resume a suspended guest, not start it).
+      return c.action ? { ...a, action: c.action } : a;
+    }
   }
   return { state: 'fresh', action: 'none', fingerprint: fp, inputs };
 }

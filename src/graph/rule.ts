@@ -29,7 +29,7 @@ export type Produced<D extends object | undefined> = D extends object ? { digest
 
 /** `lost`: a stateful artifact is gone, and the guest's data or trust with it: never made again
  * without --reset (a fresh first boot), which the plan asks for instead. */
-export type Check = { ok: true } | { ok: false; why: string; lost?: boolean };
+export type Check = { ok: true } | { ok: false; why: string; lost?: boolean; action?: Action };
 
 /** A dependency, named by the rule itself: the compiler checks the edge and the data's type. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any

@@ -18,8 +18,12 @@ export type DomainListing =
   | { ok: true; domains: Map<string, ListedDomain> }
   | { ok: false; message: string; hint: string | undefined };
 
-// virshDomainStateToString's words, and 'saved' (shown with --managed-save).
-const STATES = ['running', 'idle', 'paused', 'in shutdown', 'shut off', 'crashed', 'pmsuspended', 'no state', 'saved'];
+// virshDomainStateToString's words, 'saved' (shown with --managed-save), and rum's 'suspended'.
+const STATES = ['running', 'idle', 'paused', 'in shutdown', 'shut off', 'crashed', 'pmsuspended', 'no state', 'saved', 'suspended'];
+
+/** The socket's word; a managed save is `suspended`, as `rum status` says. */
+const listState = (state: string | undefined): string =>
+  state === 'shut off (saved)' ? 'suspended' : state !== undefined && STATES.includes(state) ? state : 'unknown';
 
 /**
  * `names` on `uri`: those the daemon knows are in the map (a virsh listing holds every domain).
@@ -38,7 +42,7 @@ export async function listDomains(
   // RUM_LIBVIRT_RPC=0: virsh only, as for Virsh.domainSnapshot.
   const snaps = env.RUM_LIBVIRT_RPC === '0' ? undefined : await rpcSnapshots(uri, names, { env, euid: opts.euid });
   if (snaps)
-    return { ok: true, domains: new Map([...snaps].map(([name, s]) => [name, { name, state: s.state !== undefined && STATES.includes(s.state) ? s.state : 'unknown', title: xmlTitle(s.inactiveXml ?? '') }])) };
+    return { ok: true, domains: new Map([...snaps].map(([name, s]) => [name, { name, state: listState(s.state), title: xmlTitle(s.inactiveXml ?? '') }])) };
   const timeoutMs = opts.timeoutMs ?? 10_000;
   const r = await runVirsh(['--connect', uri, 'list', '--all', '--title'], { ...env, LC_ALL: 'C.UTF-8' }, timeoutMs);
   if ('missing' in r) return { ok: false, message: 'virsh is not installed (not found on PATH)', hint: 'apt install libvirt-clients' };

@@ -18,6 +18,8 @@ const CONNECT_RO = 1;
 const XML_INACTIVE = 2;
 const ERR_NO_DOMAIN = 42;
 const ERR_NO_NETWORK = 43;
+const SHUTOFF = 5; // virDomainState
+const SHUTOFF_SAVED = 5; // virDomainShutoffReason
 const AUTH_NONE = 0;
 const AUTH_POLKIT = 2;
 const MAX_PACKET = 32 * 1024 * 1024; // libvirt's own limit (VIR_NET_MESSAGE_MAX)
@@ -155,8 +157,11 @@ async function snapshots(c: Connection, uri: string, names: readonly string[], r
         c.call(PROC.getState, Buffer.concat([dom, new Writer().uint(0).done()])),
         c.call(PROC.getXmlDesc, Buffer.concat([dom, new Writer().uint(XML_INACTIVE).done()])),
       ]);
-      const state = new Reader(stateRet).int();
-      return [name, { state: STATES[state] ?? 'unknown', inactiveXml: new Reader(xmlRet).string() }] as const;
+      const r = new Reader(stateRet);
+      const [state, reason] = [r.int(), r.int()];
+      // Shut off by a managed save: virsh's `domstate --reason` words it so.
+      const word = state === SHUTOFF && reason === SHUTOFF_SAVED ? 'shut off (saved)' : (STATES[state] ?? 'unknown');
+      return [name, { state: word, inactiveXml: new Reader(xmlRet).string() }] as const;
     }),
   );
   c.send(PROC.connectClose, Buffer.alloc(0));

@@ -13,11 +13,15 @@ import { reachHint } from '../host/qemu-reach.js';
 import { isSessionUri } from './uri.js';
 import { rpcNetworkActive, rpcSnapshot } from './rpc.js';
 
-export type DomainState = 'running' | 'idle' | 'paused' | 'in shutdown' | 'shut off' | 'crashed' | 'pmsuspended' | 'unknown';
+/** virsh's words, and rum's `suspended`: shut off with libvirt's managed save of its memory. */
+export type DomainState = 'running' | 'idle' | 'paused' | 'in shutdown' | 'shut off' | 'suspended' | 'crashed' | 'pmsuspended' | 'unknown';
 const DOMAIN_STATES: readonly string[] = ['running', 'idle', 'paused', 'in shutdown', 'shut off', 'crashed', 'pmsuspended'];
 
-function asState(word: string): DomainState {
-  return DOMAIN_STATES.includes(word) ? (word as DomainState) : 'unknown';
+/** `domstate --reason` words it `shut off (saved)`; plain `domstate`, `shut off`. */
+export function asState(text: string): DomainState {
+  const m = /^(.*?)(?: \((.*)\))?$/.exec(text.trim())!;
+  if (m[1] === 'shut off' && m[2] === 'saved') return 'suspended';
+  return DOMAIN_STATES.includes(m[1]!) ? (m[1] as DomainState) : 'unknown';
 }
 
 export interface NetInfo {
@@ -200,7 +204,7 @@ export class Virsh {
 
   /** The domain's state, or undefined when there is no such domain. */
   async domainState(name: string): Promise<DomainState | undefined> {
-    const r = await this.attempt(['domstate', '--domain', name], ['no-domain']);
+    const r = await this.attempt(['domstate', '--domain', name, '--reason'], ['no-domain']);
     if ('failed' in r) return undefined;
     return asState(r.stdout.trim());
   }
@@ -218,7 +222,7 @@ export class Virsh {
       const [state, inactiveXml] = await Promise.all([this.domainState(name), this.dumpxml(name, { inactive: true })]);
       return { state, inactiveXml };
     }
-    const r = await this.attempt([`domstate --domain ${name}; dumpxml --domain ${name} --inactive`], ['no-domain'], 'domstate');
+    const r = await this.attempt([`domstate --domain ${name} --reason; dumpxml --domain ${name} --inactive`], ['no-domain'], 'domstate');
     const out = 'failed' in r ? '' : r.stdout;
     // A failed first command leaves its line empty; virsh goes on to the next one.
     const first = out.split('\n', 1)[0]!.trim();
@@ -252,6 +256,16 @@ export class Virsh {
     return /\((.*)\)\s*$/.exec(r.stdout.trim())?.[1];
   }
 
+  /** Save the running domain's memory (libvirt's managed save) and stop it: `start` restores it. */
+  async managedSave(name: string): Promise<void> {
+    await this.run(['managedsave', '--domain', name]);
+  }
+
+  /** Forget a managed save: the next start boots afresh. */
+  async managedSaveRemove(name: string): Promise<void> {
+    await this.run(['managedsave-remove', '--domain', name]);
+  }
+
   /** Let a paused domain run again. */
   async resume(name: string): Promise<void> {
     await this.run(['resume', '--domain', name]);
@@ -272,7 +286,8 @@ export class Virsh {
 
   /** Remove the persistent definition (a running domain keeps running, as a transient one). */
   async undefine(name: string, opts: { nvram?: boolean } = {}): Promise<'undefined' | 'absent'> {
-    const r = await this.attempt(['undefine', '--domain', name, ...(opts.nvram ? ['--nvram'] : [])], ['no-domain']);
+    // --managed-save: a suspended domain's saved memory goes with it (libvirt refuses otherwise).
+    const r = await this.attempt(['undefine', '--domain', name, '--managed-save', ...(opts.nvram ? ['--nvram'] : [])], ['no-domain']);
     return 'failed' in r ? 'absent' : 'undefined';
   }
 

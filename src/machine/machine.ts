@@ -117,9 +117,10 @@ export class Machine {
   }
 
   /** Starts the defined domain: the disk grown to resources.disk, its network up, its console
-   * log the user's, QEMU let into the disk files. */
+   * log the user's, QEMU let into the disk files. A suspended one is restored as it was saved:
+   * its disk is not touched (the guest's memory knows its old size). */
   async start(notice: (m: string) => void): Promise<void> {
-    await this.growDisk(notice);
+    if ((await this.domainFacts()).state !== 'suspended') await this.growDisk(notice);
     await this.ensureNetwork(notice);
     await mkdir(dirname(this.vm.path('console')), { recursive: true });
     await ownConsoleLog(this.vm.path('console'));
@@ -133,6 +134,17 @@ export class Machine {
 
   async resume(): Promise<void> {
     await this.changes(() => this.virsh.resume(this.domain));
+  }
+
+  /** Saves the running guest's memory and stops it (libvirt's managed save): the next start
+   * restores it. What in the guest blocks a save (mounts) is the caller's to settle first. */
+  async suspend(): Promise<void> {
+    await this.changes(() => this.virsh.managedSave(this.domain));
+  }
+
+  /** Drops a suspended guest's saved memory: the next start boots. */
+  async discardSaved(): Promise<void> {
+    if ((await this.domainFacts()).state === 'suspended') await this.changes(() => this.virsh.managedSaveRemove(this.domain));
   }
 
   /** ACPI shutdown, waiting up to timeoutMs; then a hard stop when `force`. */

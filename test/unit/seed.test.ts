@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { parse } from 'yaml';
+import { fakeLibvirtd } from '../helpers/fake-libvirtd.js';
 import { run, scratchProject } from '../helpers/rig.js';
 
 const SPECIALS = `#!/bin/sh\n: "colon: # hash ' single \\" double { } [ ] & * ! | > % @ \`tick\`"\necho '  leading spaces' ü ✓\n---\n...\n`;
@@ -59,7 +60,8 @@ test('config strings with YAML specials round-trip exactly into user-data', asyn
 });
 
 test('a change names the field; the seed is byte-identical when rebuilt from the same inputs', async (t) => {
-  const p = await scratchProject(t, base);
+  // A dry run of a claimed VM asks libvirt about its domain: a daemon of the test's own.
+  const p = await scratchProject(t, { ...base, libvirt: { uri: (await fakeLibvirtd(t, 'no-domains')).uri } });
   await p.rumJson('build', 'seed-iso');
   const fresh = await p.rum('up', '--dry-run', '--json');
   const plan0 = JSON.parse(fresh.stdout);
@@ -85,7 +87,7 @@ test('a change names the field; the seed is byte-identical when rebuilt from the
 });
 
 test('--reset plans a new instance-id and a new seed, and keeps the keys', async (t) => {
-  const p = await scratchProject(t, base);
+  const p = await scratchProject(t, { ...base, libvirt: { uri: (await fakeLibvirtd(t, 'no-domains')).uri } });
   await p.rumJson('build', 'seed-iso');
   const plan = await p.rumJson('up', '--dry-run', '--reset');
   const node = (id: string) => plan.nodes.find((n: any) => n.id === id);

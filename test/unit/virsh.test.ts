@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { test } from 'node:test';
 import { execa } from 'execa';
 import { RumError } from '../../src/errors.js';
-import { classifyVirshFailure, lastMeaningfulLine, parseDhcpLeases, Virsh, VirshError } from '../../src/libvirt/virsh.js';
+import { asState, classifyVirshFailure, lastMeaningfulLine, parseDhcpLeases, Virsh, VirshError } from '../../src/libvirt/virsh.js';
 
 const TEST_URI = 'test:///default';
 
@@ -195,4 +195,14 @@ test('net-dhcp-leases table parsing', () => {
     { expiry: '2025-01-02 03:04:06', mac: '52:54:00:11:22:33', protocol: 'ipv4', address: '192.168.122.46', prefix: 24 },
   ]);
   assert.deepEqual(parseDhcpLeases(out.split('\n').slice(0, 2).join('\n')), []);
+});
+
+test('domain states with their reason: a managed save is rum\'s "suspended"', () => {
+  assert.equal(asState('shut off (saved)'), 'suspended');
+  assert.equal(asState('shut off (shutdown)'), 'shut off');
+  assert.equal(asState('shut off'), 'shut off');
+  assert.equal(asState('running (booted)'), 'running');
+  assert.equal(asState('paused (I/O error)'), 'paused');
+  assert.equal(asState('in shutdown (user)'), 'in shutdown');
+  assert.equal(asState('something new'), 'unknown');
 });

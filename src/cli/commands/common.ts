@@ -51,6 +51,8 @@ export interface RunHooks {
   before?: (machines: Machine[], planOpts: PlanOptions) => Promise<void>;
   /** A stateful artifact is gone: return to go on as --reset, throw to stop. Default: stop. */
   onLost?: (lost: PlannedNode[]) => Promise<void>;
+  /** The final plan, before anything runs: throw to stop. */
+  afterPlan?: (plan: Plan, machines: Machine[]) => Promise<void>;
 }
 
 /** Plans and runs under the lock. Ctrl-C stops new work; running work finishes or is cancelled.
@@ -93,6 +95,7 @@ export async function runGraph(
       e = await engineFor(o, machines, { ...planOpts, resetOnly: losers });
       plan = await makePlan(e, controller.signal);
     }
+    await hooks.afterPlan?.(plan, machines);
     if (planOpts.reset) {
       const stores = new Set(e.nodes.flatMap((n) => n.scopes.filter((s) => s.reset).map((s) => s.state)));
       for (const s of stores) await s.bumpGeneration();

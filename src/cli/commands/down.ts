@@ -34,6 +34,10 @@ export async function down(first: string | undefined, opts: CommonOptions & { ti
           said(m, 'absent', `VM ${m.domain} does not exist: nothing to stop`);
           continue;
         }
+        if ((await m.domainFacts()).state === 'suspended') {
+          said(m, 'shut off', `VM ${m.domain} is suspended: it is not running, and its saved memory is kept (\`rum up\` resumes it)`);
+          continue;
+        }
         const progress = (t: string) => out.waiting(single ? t : `${m.name}: ${t}`);
         let r = await m.stop({ timeoutMs: timeoutS * 1000, force: opts.force === true, progress });
         if (r === 'timeout') {

@@ -42,13 +42,15 @@ export async function up(first: string | undefined, opts: UpOptions): Promise<nu
   if (opts['dry-run']) {
     const { o, machines, plan } = await planFor(opts, planOpts, names);
     // What `up` itself would refuse, a dry run refuses too: a domain of a machine's name that is
-    // not ours. A machine never claimed has nothing of its own in libvirt, so its plan needs no
-    // daemon: one that does not answer is left for `up` to report.
+    // not ours, or a libvirt that does not answer for a machine rum claimed (its domain may be
+    // there without a record). A machine never claimed has nothing in libvirt: its plan needs
+    // no daemon, and one that does not answer is left for `up` to report.
     for (const m of machines) {
       if (o.claimed.has(m)) await m.owned();
       else if ((await m.owner().catch(() => undefined))?.owner === 'other') await m.owned();
     }
-    out.plan(plan, subjectOf(o), [...planHints(plan, o.project.single), ...apartHints(machines)]);
+    const lose = (await discarding(plan, machines)).map((m) => `${o.project.single ? 'the guest' : m.name} is suspended, but its definition changed: its saved memory would be discarded and it would boot afresh`);
+    out.plan(plan, subjectOf(o), [...planHints(plan, o.project.single), ...apartHints(machines), ...lose]);
     return planChanges(plan) ? exitCodes.PLAN_CHANGES : 0;
   }
   if (opts.attach && names.length !== 1) {
@@ -70,6 +72,7 @@ export async function up(first: string | undefined, opts: UpOptions): Promise<nu
       if (run.reset && domain === 'ours') {
         out.info(`stopping ${o1(machines, m)} for --reset`);
         await m.stop({ timeoutMs: 30_000, force: true, progress: (t) => out.waiting(t) });
+        await m.discardSaved(); // saved memory of the old disk must never meet the new one
       }
     }
   };
@@ -78,7 +81,14 @@ export async function up(first: string | undefined, opts: UpOptions): Promise<nu
     if (!canAsk()) await refuseLost(lost);
     await confirm(out, `${lostWhat(lost)}. Make a fresh disk and run the first boot again (nothing of the old guest is kept)? Continue?`);
   };
-  const { o, machines, result, plan } = await runGraph(out, opts, planOpts, names, { before, onLost });
+  // Saved memory belongs to the definition it was saved with: losing it is asked first.
+  const afterPlan = async (plan: Plan, all: Machine[]) => {
+    const lose = await discarding(plan, all);
+    if (lose.length === 0 || opts.yes) return;
+    const who = all.length === 1 ? 'the guest' : lose.map((m) => m.name).join(', ');
+    await confirm(out, `${who} ${lose.length > 1 ? 'are' : 'is'} suspended, but the definition changed since: the saved memory is discarded and the guest boots afresh (its disk is kept). Continue?`);
+  };
+  const { o, machines, result, plan } = await runGraph(out, opts, planOpts, names, { before, onLost, afterPlan });
   throwIfFailed(result);
   // What really happened, not what the plan feared: early cutoff may have kept a node fresh.
   const kept = plan.nodes.filter((n) => result.outcomes.get(n.id)?.type === 'kept');
@@ -109,6 +119,23 @@ export function apartHints(machines: Machine[]): string[] {
     `${apart.map((m) => m.name).join(', ')} ${apart.length > 1 ? 'use' : 'uses'} user networking (QEMU's own, one per machine${apart.some((m) => sessionMode(m)) ? `, the only kind ${apart[0]!.config.libvirt.uri} has` : ''}): ` +
       "no machine reaches another by name or by its address; one reaches another's forwarded ports: as 10.0.2.2:<host port> from inside the guest. network.mode: nat under qemu:///system gives them a network with names",
   ];
+}
+
+/** Suspended machines whose running-domain will start rather than resume: their definition
+ * changed since the save. */
+async function discarding(plan: Plan, machines: Machine[]): Promise<Machine[]> {
+  // Only a defined domain can be suspended; its plan asked libvirt already (the answer is
+  // shared). A plan for one never defined asks nothing, and needs no daemon.
+  const starts = plan.nodes.filter(
+    (n) => n.rule.id === 'running-domain' && (n.action === 'start' || n.action === 'restart') && n.node.primary.state.get('defined-domain') !== undefined,
+  );
+  const found = await Promise.all(
+    starts.map(async (n) => {
+      const m = machines.find((x) => x.name === n.machine);
+      return m && (await m.domainFacts()).state === 'suspended' ? m : undefined;
+    }),
+  );
+  return found.filter((m): m is Machine => m !== undefined);
 }
 
 /** "the guest", or "web" when there are several. */
