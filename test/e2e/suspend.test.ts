@@ -50,7 +50,9 @@ test('suspend: up resumes the same guest (process, file, clock, 9p share); a cha
   assert.equal((await p.exec('cat /mnt/share/from-host')).stdout.trim(), 'host file');
 
   // A definition changed while suspended: the plan says the memory goes; up without -y off a
-  // terminal refuses; with -y the guest boots afresh (the process is gone, the disk kept).
+  // terminal refuses; with -y the guest boots afresh (the process is gone, the disk kept: even
+  // what was written just before the suspend, still only in the guest's page cache then).
+  assert.equal((await p.exec('echo late > ~/late')).code, 0);
   const sus2 = await p.rum('suspend');
   assert.equal(sus2.code, 0, sus2.stderr);
   await p.editConfig((c) => {
@@ -66,7 +68,7 @@ test('suspend: up resumes the same guest (process, file, clock, 9p share); a cha
   assert.equal(fresh.code, 0, fresh.stderr);
   assert.match(fresh.stderr, /saved memory is discarded/);
   assert.notEqual((await p.exec(`kill -0 ${pid} 2>/dev/null && echo alive || echo gone`)).stdout.trim(), 'alive');
-  assert.equal((await p.exec('cat ~/note')).stdout.trim(), 'kept');
+  assert.equal((await p.exec('cat ~/note ~/late')).stdout.trim(), 'kept\nlate');
   assert.equal((await p.exec('cat /mnt/share/from-host')).stdout.trim(), 'host file');
 });
 

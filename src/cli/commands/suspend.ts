@@ -2,6 +2,8 @@
 // `rum up` restores it as it was. What blocks a save is said before anything is touched:
 // virtiofs shares (libvirt cannot save a vhost-user-fs device). 9p shares are unmounted in the
 // guest first (a mounted 9p share blocks the save too) and mounted again after the restore.
+// The guest's filesystems are synced first: saved memory that is later discarded (the definition
+// changed) must not take the guest's unwritten files with it.
 import { RumError } from '../../errors.js';
 import type { Machine } from '../../machine/machine.js';
 import { lockProject, openProject, pick, type OpenProject } from '../../machine/project.js';
@@ -12,7 +14,7 @@ import { namesOf, type CommonOptions } from './common.js';
 
 export async function suspend(first: string | undefined, opts: CommonOptions): Promise<number> {
   const out = new Output(opts);
-  const o = await openProject({ config: opts.config });
+  const o = await openProject({ config: opts.config, mountSources: false });
   const machines = pick(o, namesOf(opts, first));
   const single = o.project.single;
   const blocked = machines.flatMap((m) => resolveMounts(m.config).filter((x) => x.type === 'virtiofs').map((x) => ({ m, target: x.target })));
@@ -35,7 +37,7 @@ export async function suspend(first: string | undefined, opts: CommonOptions): P
         continue;
       }
       out.waiting(`${single ? '' : `${m.name}: `}saving the guest's memory`);
-      await unmountShares(o, m);
+      await settleGuest(o, m);
       try {
         await m.suspend();
       } catch (err) {
@@ -62,15 +64,19 @@ async function direct(o: OpenProject, m: Machine) {
 
 const shares9p = (m: Machine) => resolveMounts(m.config).filter((x) => x.type === '9p');
 
-/** A mounted 9p share blocks the save: each is unmounted, and a busy one stops the suspend. */
-async function unmountShares(o: OpenProject, m: Machine): Promise<void> {
+/**
+ * Before the save: the page cache written to disk (a first boot's files can still be only in
+ * memory a minute later; booting afresh from the disk would find them empty), then each 9p share
+ * unmounted (a mounted one blocks the save); a busy share stops the suspend.
+ */
+async function settleGuest(o: OpenProject, m: Machine): Promise<void> {
   const targets = shares9p(m).map((x) => x.target);
-  if (targets.length === 0) return;
   const { shellQuote } = await import('../../ssh/openssh.js');
   const session = await direct(o, m);
   try {
     // Targets are validated guest paths (schema); quoted all the same.
-    const r = await session.execText(`for t in ${targets.map(shellQuote).join(' ')}; do ! mountpoint -q "$t" || sudo -n umount "$t" || exit 1; done`);
+    const unmount = targets.length > 0 ? ` && for t in ${targets.map(shellQuote).join(' ')}; do ! mountpoint -q "$t" || sudo -n umount "$t" || exit 1; done` : '';
+    const r = await session.execText(`sync${unmount}`);
     if (r.code !== 0) {
       await remountShares(o, m).catch(() => undefined);
       throw new RumError(
