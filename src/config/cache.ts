@@ -28,7 +28,7 @@ const keyOf = (file: string, text: string, env: NodeJS.ProcessEnv) =>
  * The project for `file` if this exact text was validated before and what the filesystem checks
  * read still holds (every machine's mount sources are directories); otherwise undefined: load it properly.
  */
-export async function cachedProject(file: string, text: string, env: NodeJS.ProcessEnv): Promise<Project | undefined> {
+export async function cachedProject(file: string, text: string, env: NodeJS.ProcessEnv, opts: { mountSources?: boolean } = {}): Promise<Project | undefined> {
   let entry: Entry;
   try {
     entry = JSON.parse(await readFile(entryPath(file, env), 'utf8')) as Entry;
@@ -37,7 +37,7 @@ export async function cachedProject(file: string, text: string, env: NodeJS.Proc
   }
   if (entry?.key !== keyOf(file, text, env) || !Array.isArray(entry.project?.machines)) return undefined;
   const sources = new Set(entry.project.machines.flatMap((c) => c.mounts.map((m) => m.hostPath)));
-  for (const hostPath of sources) {
+  for (const hostPath of opts.mountSources === false ? [] : sources) {
     const st = await stat(hostPath).catch(() => undefined);
     if (!st?.isDirectory()) return undefined; // the full loader reports it at rum.yaml:line:col
   }

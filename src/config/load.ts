@@ -43,7 +43,10 @@ export function vmNameFromDir(dirName: string): string | undefined {
   return label === '' ? undefined : label;
 }
 
-export async function parseProject(text: string, file: string, env: NodeJS.ProcessEnv): Promise<Project> {
+/** `mountSources: false`: a missing mount source is no error, for commands that never mount
+ * (destroy, down, status): a deleted directory must not keep a user from their VM. */
+export async function parseProject(text: string, file: string, env: NodeJS.ProcessEnv, opts: { mountSources?: boolean } = {}): Promise<Project> {
+  const mountSources = opts.mountSources !== false;
   const lines = new LineCounter();
   const doc = parseDocument(text, {
     lineCounter: lines,
@@ -81,7 +84,7 @@ export async function parseProject(text: string, file: string, env: NodeJS.Proce
   }
   if (!isSettings(data) || !multi) {
     // One VM, named like the project: the file as it was before machines.
-    const vm = await checkVm(data, { dir, env, src, locate: src.locate });
+    const vm = await checkVm(data, { dir, env, src, locate: src.locate, mountSources });
     if (vm.config?.name === '') problems.push(unnamed(file, dir));
     problems.push(...vm.problems.map(top));
     if (problems.length > 0 || !vm.config) throw new ConfigError(sorted(problems));
@@ -112,7 +115,7 @@ export async function parseProject(text: string, file: string, env: NodeJS.Proce
       problems.push(top({ path: ['machines', block.name], part: 'key', message: `VM name ${vmName} is ${vmName.length} characters: a DNS label holds at most 63`,
         hint: `the VM name is <project>-<machine>: shorten the machine's name, or the project's (name: at the top level)` }));
     const settings = inherit(defaults, own);
-    const vm = await checkVm(settings, { dir, env, src, locate, name: vmName ?? '', hostname: block.name, machine: block.name });
+    const vm = await checkVm(settings, { dir, env, src, locate, name: vmName ?? '', hostname: block.name, machine: block.name, mountSources });
     for (const p of vm.problems) {
       const o = origin(p.path);
       const hint = o.part === 'key' && p.path[0] === 'image' ? NO_IMAGE_HINT : p.hint; // at the machine's key: neither has one
@@ -133,7 +136,7 @@ export async function parseProject(text: string, file: string, env: NodeJS.Proce
  * problems. Paths are into `data`; `locate` only gives the lines that messages mention. */
 async function checkVm(
   data: unknown,
-  at: { dir: string; env: NodeJS.ProcessEnv; src: Source; locate: Locate; name?: string; hostname?: string; machine?: string },
+  at: { dir: string; env: NodeJS.ProcessEnv; src: Source; locate: Locate; name?: string; hostname?: string; machine?: string; mountSources: boolean },
 ): Promise<{ config?: Config; problems: Problem[] }> {
   const parsed = RumYamlSchema.safeParse(data, { reportInput: true, error: issueMessage });
   if (!parsed.success) {
@@ -158,7 +161,7 @@ async function checkVm(
     file: at.src.file,
     dir: at.dir,
   };
-  return { config, problems: await checkRules(config, at.locate) };
+  return { config, problems: await checkRules(config, at.locate, { mountSources: at.mountSources }) };
 }
 
 /** The project has no name:, and its directory's name gives none. Not about any line of the file. */

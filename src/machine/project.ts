@@ -23,6 +23,8 @@ export interface GlobalOptions {
   config?: string;
   cwd?: string;
   env?: NodeJS.ProcessEnv;
+  /** false: for a command that mounts nothing, a missing mount source is no error. */
+  mountSources?: boolean;
 }
 
 export interface OpenProject {
@@ -36,11 +38,13 @@ export interface OpenProject {
 export async function openProject(opts: GlobalOptions): Promise<OpenProject> {
   const env = opts.env ?? process.env;
   const [{ file, text }] = await Promise.all([readConfig({ file: opts.config, cwd: opts.cwd }), initDigests()]);
-  let project = await cachedProject(file, text, env);
+  const lenient = opts.mountSources === false ? { mountSources: false } : {};
+  let project = await cachedProject(file, text, env, lenient);
   if (!project) {
     const { parseProject } = await import('../config/load.js'); // yaml + zod: only for a new or changed file
-    project = await parseProject(text, file, env);
-    await rememberProject(file, text, env, project);
+    project = await parseProject(text, file, env, lenient);
+    // Only a file checked in full is remembered: a lenient load may have passed a missing source.
+    if (opts.mountSources !== false) await rememberProject(file, text, env, project);
   }
   project = withProjectNetwork(project);
   const machines = project.machines.map((c) => new Machine(c, new VmDir(c.name, env), env));

@@ -380,6 +380,11 @@ test('the config cache holds the whole project and re-checks every machine\'s mo
   assert.equal(await cachedProject(file, `${text}# changed\n`, env), undefined);
   rmSync(join(dir, 'b'), { recursive: true });
   assert.equal(await cachedProject(file, text, env), undefined, 'the second machine\'s source is gone');
+  // For a command that mounts nothing (destroy, down, status) a missing source is no error.
+  assert.deepEqual(await cachedProject(file, text, env, { mountSources: false }), project);
+  await assert.rejects(parseProject(text, file, env), (e: ConfigError) => e.diagnostics.some((d) => /mount source "\.\/b" does not exist/.test(d.message)));
+  const lenient = await parseProject(text, file, env, { mountSources: false });
+  assert.equal(lenient.machines[1]!.mounts[0]!.hostPath, join(dir, 'b'));
 });
 
 test('a cache entry from before machines (a Config) is never read as a Project', async (t) => {

@@ -26,7 +26,7 @@ export const namesOf = (opts: CommonOptions, first?: string): string[] =>
  * machine, all words are the command's; with several, the first names the machine.
  */
 export async function oneMachine(opts: CommonOptions, words = opts._ ?? []): Promise<{ o: OpenProject; m: Machine; rest: string[] }> {
-  const o = await openProject({ config: opts.config });
+  const o = await openProject({ config: opts.config, mountSources: false }); // mounts nothing itself
   if (o.project.single) return { o, m: o.machines[0]!, rest: words };
   const [name, ...rest] = words;
   return { o, m: pick(o, name === undefined ? [] : [name], { one: true })[0]!, rest };
@@ -36,8 +36,9 @@ export async function planFor(
   opts: CommonOptions,
   planOpts: PlanOptions,
   names: string[] = [],
+  load: { mountSources?: boolean } = {},
 ): Promise<{ o: OpenProject; machines: Machine[]; plan: Plan }> {
-  const o = await openProject({ config: opts.config });
+  const o = await openProject({ config: opts.config, ...load });
   const machines = pick(o, names, { withNeeds: true });
   const e = await engineFor(o, machines, planOpts);
   const plan = await makePlan(e);

@@ -14,7 +14,7 @@ import { namesOf, type CommonOptions } from './common.js';
 
 export async function destroy(first: string | undefined, opts: CommonOptions & { yes?: boolean }): Promise<number> {
   const out = new Output(opts);
-  const o = await openProject({ config: opts.config });
+  const o = await openProject({ config: opts.config, mountSources: false });
   const names = namesOf(opts, first);
   const machines = pick(o, names);
   const single = o.project.single;

@@ -12,7 +12,7 @@ export async function down(first: string | undefined, opts: CommonOptions & { ti
   const out = new Output(opts);
   const timeoutS = Number(opts.timeout ?? 60);
   if (!Number.isFinite(timeoutS) || timeoutS < 0) throw new RumError('USAGE', `--timeout ${opts.timeout} is not a number of seconds`);
-  const o = await openProject({ config: opts.config });
+  const o = await openProject({ config: opts.config, mountSources: false });
   const machines = pick(o, namesOf(opts, first));
   const single = o.project.single;
   const results: { vm: string; machine: string; state: string }[] = [];

@@ -16,7 +16,7 @@ function duration(s: number): string {
 }
 
 export async function status(opts: CommonOptions): Promise<number> {
-  const { o, machines, plan } = await planFor(opts, {}); // the plan's own state records: read once
+  const { o, machines, plan } = await planFor(opts, {}, [], { mountSources: false }); // the plan's own state records: read once; it reports, it mounts nothing
   const all = await Promise.all(machines.map((m) => machineStatus(m, plan)));
   const warnings = plan.warnings ?? [];
   const out = new Output(opts);
