@@ -37,9 +37,12 @@ export const VmFile = {
   seedIso: 'seed.iso',
   overlay: 'disk.qcow2', // holds the guest's data: rebuilt only by --reset or destroy
   domainXml: 'domain.xml',
+  diskSnapshotXml: 'disk-snapshot.xml', // moves a running guest onto a new top (rum snapshot save)
   console: 'console.log', // the serial console, written by QEMU (through virtlogd)
   sshPort: 'ssh-port', // user-mode networking: the 127.0.0.1 port forwarded to the guest's 22
   sshControl: 'ssh.sock', // the shared SSH connection's socket (0600), served by a control master
+  snapshots: 'snapshots.json', // the snapshots' names and layers, and an operation under way
+  layers: 'layers', // a directory: one read-only qcow2 per snapshot, the disk's backing chain
   digestCache: 'digests.json', // (dev, ino, size, mtime, ctime) -> digest, so unchanged files are read 0 times
 } as const;
 

@@ -3,7 +3,7 @@
 // libvirt URI, SSH address, disk use) and each domain's state from one libvirt question per URI.
 // Reads no rum.yaml: a listing of ten projects must not parse ten configs.
 import { readdir, readFile, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { StateStore } from './graph/state.js';
 import { RumError } from './errors.js';
 import { listDomains, titleNames, type DomainListing } from './libvirt/domain-list.js';
@@ -25,7 +25,7 @@ export interface VmRecord {
   uriAssumed: boolean;
   user: string | null; // the SSH user, when owner.json records it
   ssh: { host: string; port: number } | null; // ssh-ready's recorded address
-  diskBytes: number | null; // blocks the overlay really takes (a sparse qcow2 is far below its size)
+  diskBytes: number | null; // blocks the overlay and its snapshot layers really take (a sparse qcow2 is far below its size)
   unreadable: { file: string; why: string }[];
 }
 
@@ -150,11 +150,15 @@ async function readSshAddress(path: string): Promise<{ address: { host: string; 
   }
 }
 
-/** Bytes the overlay takes on disk (st_blocks are 512-byte units whatever the file system's
- * block size), not its apparent size; null when there is no overlay yet. */
+/** Bytes the overlay and its snapshot layers take on disk (st_blocks are 512-byte units whatever
+ * the file system's block size), not their apparent size; null when there is no overlay yet. */
 async function allocatedBytes(path: string): Promise<number | null> {
   try {
-    return (await stat(path)).blocks * 512;
+    const own = (await stat(path)).blocks * 512;
+    const layersDir = join(dirname(path), VmFile.layers);
+    const layers = await readdir(layersDir).catch(() => [] as string[]);
+    const sizes = await Promise.all(layers.map((f) => stat(join(layersDir, f)).then((s) => s.blocks * 512, () => 0)));
+    return sizes.reduce((a, b) => a + b, own);
   } catch {
     return null;
   }

@@ -3,6 +3,7 @@
 import { defineRule } from '../src/graph/rule.js';
 import type { RumCtx } from './context.js';
 import { domainXml } from './domain-xml.js';
+import { layersInput } from './snapshots.js';
 
 export const definedDomain = defineRule({
   id: 'defined-domain',
@@ -10,7 +11,9 @@ export const definedDomain = defineRule({
   version: 1,
   deps: [domainXml],
   verbs: { build: 'define', rebuild: 'redefine' },
-  inputs: (c: RumCtx) => ({ 'libvirt.uri': c.config.libvirt.uri }),
+  // The layers: a snapshot moves the disk onto a new chain, which the definition must name (and
+  // which a snapshot of a running guest leaves libvirt's definition pointing past).
+  inputs: async (c: RumCtx) => ({ 'libvirt.uri': c.config.libvirt.uri, ...(await layersInput(c)) }),
   build: async ({ ctx, upstream }) => {
     await ctx.machine.define(ctx.vm.path('domainXml'));
     return { digest: upstream(domainXml).digest };

@@ -11,6 +11,7 @@ import { baseImage } from './base-image.js';
 import type { RumCtx } from './context.js';
 import { sshPort } from './ssh-port.js';
 import { resolveMounts } from '../src/mounts/resolve.js';
+import { layersInput } from './snapshots.js';
 
 /** auto: kvm only when it really works here (a /dev/kvm alone is not enough on nested hosts). */
 async function domainType(c: RumCtx): Promise<{ type: 'kvm' | 'qemu'; why?: string }> {
@@ -51,6 +52,8 @@ export const domainXml = defineRule({
       owner: config.file,
       runAs: runAs(config.libvirt.uri),
       keepOwners: keepsOwners(config.libvirt.uri, c.env),
+      // Named in the XML only when the files keep their owner; a snapshot changes them.
+      ...(keepsOwners(config.libvirt.uri, c.env) ? await layersInput(c) : {}),
     };
   },
   output: ({ vm }) => vm.path('domainXml'),
@@ -69,7 +72,7 @@ export const domainXml = defineRule({
     const { port } = upstream(sshPort).data;
     const base = upstream(baseImage).data;
     const mac = ctx.machine.mac;
-    const xml = render({
+    const spec = {
       name: i.name,
       uuid: domainUuid(i.owner, i.name), // from inputs already keyed: node:crypto only when building
       title: `rum: ${ctx.config.file}`,
@@ -97,10 +100,14 @@ export const domainXml = defineRule({
       })),
       owner: { configFile: ctx.config.file, vmDir: ctx.vm.dir },
       ...(i.runAs ? { runAs: i.runAs } : {}),
-      ...(i.keepOwners ? { keepOwners: { backing: { path: base.path, format: base.format } } } : {}),
-    } as Parameters<typeof render>[0]);
+    } as Parameters<typeof render>[0];
+    const baseFile = { path: base.path, format: base.format as 'qcow2' | 'raw' };
+    const xml = render({ ...spec, ...(i.keepOwners ? { keepOwners: { chain: [...(i['disk.layers'] ?? []).map((path) => ({ path, format: 'qcow2' as const })), baseFile] } } : {}) });
     await writeAtomic(ctx.vm.path('domainXml'), xml);
-    return { digest: digestOf(xml) };
+    // The identity the running guest depends on leaves the snapshot layers out: a snapshot of a
+    // running guest moves the chain under it, and must not make it need a restart. The defined
+    // domain follows the layers itself (tasks/defined-domain.ts).
+    return { digest: digestOf(i.keepOwners ? render({ ...spec, keepOwners: { chain: [baseFile] } }) : xml) };
   },
   check: ({ ctx: { vm } }) => fileExists(vm.path('domainXml')),
 });

@@ -9,6 +9,7 @@ import { defineRule } from '../src/graph/rule.js';
 import { fileExists } from './checks.js';
 import { baseImage } from './base-image.js';
 import type { RumCtx } from './context.js';
+import { chainOf, readSnapshots } from '../src/machine/snapshots.js';
 
 export const overlay = defineRule({
   id: 'overlay',
@@ -27,10 +28,11 @@ export const overlay = defineRule({
     // adopted, never replaced, unless this is a reset. One rum cannot adopt is refused.
     if (exists && action !== 'rebuild') {
       const info = await imageInfo(path).catch(() => undefined);
-      if (info?.backingFile === base.path) return { digest: digestOf(`overlay:${base.path}:adopted`), data: { size: info.virtualSize } };
+      const under = chainOf(await readSnapshots(ctx.vm), ctx.vm)[0] ?? base.path; // a snapshot's layer, or the base
+      if (info?.backingFile === under) return { digest: digestOf(`overlay:${base.path}:adopted`), data: { size: info.virtualSize } };
       throw new RumError(
         'STATE',
-        `the VM's disk ${path} has no record, and ${info ? `it is based on ${info.backingFile ?? 'no image'}, not ${base.path}` : 'qemu-img cannot read it'}: rum will not replace it`,
+        `the VM's disk ${path} has no record, and ${info ? `it is based on ${info.backingFile ?? 'no image'}, not ${under}` : 'qemu-img cannot read it'}: rum will not replace it`,
         '`rum up --reset` makes a fresh disk (the data on this one is lost); or move it away first to keep it',
       );
     }
@@ -38,13 +40,16 @@ export const overlay = defineRule({
     if (size > ctx.config.resources.disk)
       notice(`resources.disk is smaller than the image (${base.virtualSize} bytes): using the image's size`);
     // Verified before it takes the disk's name: qemu-img can meet a full disk and still exit 0.
-    await produceAtomic(path, (tmp) => createOverlay(tmp, { backing: base.path, backingFormat: base.format, sizeBytes: size }), {
-      needed: 256 * 1024, // a fresh overlay's metadata: ~200 KiB up to a 1 TiB disk
-      verify: async (tmp) => {
-        const [info, sound] = await Promise.all([imageInfo(tmp), check(tmp, 'qcow2')]);
-        if (!sound.ok || info.backingFile !== base.path) throw new RumError('IMAGE', `the new disk ${tmp} is not sound: ${sound.ok ? 'wrong backing file' : sound.message}`);
-      },
-    });
+    const make = () =>
+      produceAtomic(path, (tmp) => createOverlay(tmp, { backing: base.path, backingFormat: base.format, sizeBytes: size }), {
+        needed: 256 * 1024, // a fresh overlay's metadata: ~200 KiB up to a 1 TiB disk
+        verify: async (tmp) => {
+          const [info, sound] = await Promise.all([imageInfo(tmp), check(tmp, 'qcow2')]);
+          if (!sound.ok || info.backingFile !== base.path) throw new RumError('IMAGE', `the new disk ${tmp} is not sound: ${sound.ok ? 'wrong backing file' : sound.message}`);
+        },
+      });
+    // A reset's snapshots go with the old disk (`up` refused a reset that would drop any unasked).
+    await (exists ? (await ctx.machine.snapshots()).dropAll(make) : make());
     // Its identity is its creation, not its ever-changing content.
     return { digest: digestOf(`overlay:${base.path}:${ctx.generation}`), data: { size } };
   },

@@ -8,6 +8,7 @@ import { definedDomain } from './defined-domain.js';
 import { overlay } from './overlay.js';
 import { projectNetwork } from './project-network.js';
 import { seedIso } from './seed-iso.js';
+import { restoredInput } from './snapshots.js';
 
 /** How the guest came to run: `resumed` from saved or paused memory (its clock is behind, its
  * shares unmounted), or booted. */
@@ -22,7 +23,8 @@ export const runningDomain = defineRule({
   verbs: { build: 'start', rebuild: 'restart' },
   restartGuard: true,
   // The disk grows only while the guest is off: a bigger resources.disk waits for the next start.
-  inputs: (c: RumCtx) => ({ 'resources.disk': c.config.resources.disk }),
+  // A restored snapshot is a different disk: the guest boots from it afresh.
+  inputs: async (c: RumCtx) => ({ 'resources.disk': c.config.resources.disk, ...(await restoredInput(c)) }),
   build: async ({ ctx: { machine }, upstream, action, progress, notice }): Promise<{ digest: Digest; data: Started }> => {
     // Each start is a new boot: its identity tells ssh-ready to wait for the guest again.
     const boot = (resumed: boolean) => ({ digest: digestOf(`${upstream(definedDomain).digest}:${Date.now()}`), data: { resumed } });

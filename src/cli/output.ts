@@ -213,6 +213,18 @@ function kleurWith(enabled: boolean): typeof kleur {
 
 // ---- JSON shapes (documented in the README; stable) ----
 
+/** Bytes as people read them: "1.5 GiB", "312 KiB". */
+export function diskSize(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = bytes;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${v} B` : `${v >= 100 ? Math.round(v) : +v.toFixed(1)} ${units[i]}`;
+}
+
 export function nodeJson(n: PlannedNode) {
   return {
     id: n.id,
@@ -225,6 +237,7 @@ export function nodeJson(n: PlannedNode) {
     reasonText: n.reason ? describeReason(n.reason) : null,
     tentative: n.tentative === true,
     output: n.output ?? null,
+    ...(n.note ? { note: n.note } : {}),
   };
 }
 

@@ -21,6 +21,7 @@ program
   .describe('Build what is stale and start the VM; with machines: those named (and what they need), or all')
   .option('-n, --dry-run', 'Show what is stale and why; change nothing (exit 10 when something would change)')
   .option('--reset', 'Recreate the disk and seed: a fresh first boot (asks first; -y skips)')
+  .option('--drop-snapshots', 'With --reset: delete the snapshots with the old disk (else --reset refuses while there are any)')
   .option('--restart', 'Restart a running VM whose definition changed')
   .option('-y, --yes', 'Do not ask for confirmation')
   .option('--attach', 'Then stay in the foreground with the port forwards (nat) and the inotify bridge, until Ctrl-C')
@@ -59,6 +60,32 @@ program
   .describe("Save the guest's memory and stop it; `rum up` resumes it as it was. With machines: those named, or all")
   .option('--no-wait', 'Fail at once if another rum is working on this VM')
   .action(lazy(async () => (await import('./commands/suspend.js')).suspend));
+
+program
+  .command('snapshot save <name> [name2]')
+  .describe("Freeze the VM's disk as a read-only layer named NAME; the guest goes on above it (running or not). With machines: MACHINE NAME")
+  .option('--no-wait', 'Fail at once if another rum is working on this VM')
+  .example('snapshot save clean-install')
+  .example('snapshot save web before-migration')
+  .action(lazy(async () => (await import('./commands/snapshot.js')).snapshotSave));
+
+program
+  .command('snapshot list [machine]')
+  .describe('The snapshots: name, when, size, and which one the disk sits on')
+  .action(lazy(async () => (await import('./commands/snapshot.js')).snapshotList));
+
+program
+  .command('snapshot restore <name> [name2]')
+  .describe('Put the disk back as it was at NAME (stops the guest, asks first; -y skips); `rum up` boots it. With machines: MACHINE NAME')
+  .option('-y, --yes', 'Do not ask for confirmation')
+  .option('--no-wait', 'Fail at once if another rum is working on this VM')
+  .action(lazy(async () => (await import('./commands/snapshot.js')).snapshotRestore));
+
+program
+  .command('snapshot rm <name> [name2]')
+  .describe('Delete a snapshot; a layer others sit on is merged into them first. With machines: MACHINE NAME')
+  .option('--no-wait', 'Fail at once if another rum is working on this VM')
+  .action(lazy(async () => (await import('./commands/snapshot.js')).snapshotRm));
 
 program
   .command('exec')

@@ -34,6 +34,8 @@ export interface PlannedNode extends Assessment {
   deps: string[]; // keyed and order-only, within the planned set
   output?: string;
   node: GraphNode<unknown>;
+  /** What the command showing the plan adds about the artifact (the disk's snapshot layers). */
+  note?: string;
 }
 
 export interface Plan {

@@ -3,6 +3,10 @@ import { describeReason } from './events.js';
 import type { Plan, PlannedNode } from './plan.js';
 
 function label(n: PlannedNode): string {
+  return n.note ? `${state(n)} (${n.note})` : state(n);
+}
+
+function state(n: PlannedNode): string {
   if (n.state === 'fresh') return 'fresh';
   const why = n.reason ? `: ${describeReason(n.reason)}${n.tentative ? ' (rebuilt only if that output changes)' : ''}` : '';
   return n.state === 'kept' ? `${n.action}${why}` : `stale → ${n.action}${why}`;

@@ -53,11 +53,21 @@ export async function imageInfo(path: string): Promise<ImageInfo> {
  */
 export async function createOverlay(
   path: string,
-  opts: { backing: string; backingFormat: ImageFormat; sizeBytes?: number },
+  opts: { backing: string; backingFormat: ImageFormat; sizeBytes?: number; unsafe?: boolean },
 ): Promise<void> {
-  const args = ['create', '-q', '-f', 'qcow2', '-F', opts.backingFormat, '-b', opts.backing, '--', path];
+  // unsafe: the backing file is not there yet (it is about to get that name); the size is then given.
+  const args = ['create', '-q', '-f', 'qcow2', '-F', opts.backingFormat, '-b', opts.backing, ...(opts.unsafe ? ['-u'] : []), '--', path];
   if (opts.sizeBytes !== undefined) args.push(String(checkedSize(opts.sizeBytes)));
   await qemuImg(args);
+}
+
+/**
+ * Puts a qcow2 image on another backing file, keeping what the guest sees: what differs between
+ * the old backing and the new is copied into the image first (qemu-img's safe mode). Killed
+ * half-way, the image still reads the same: its header names the new backing only at the end.
+ */
+export async function rebase(path: string, opts: { backing: string; backingFormat: ImageFormat }): Promise<void> {
+  await qemuImg(['rebase', '-q', '-f', 'qcow2', '-F', opts.backingFormat, '-b', opts.backing, '--', path]);
 }
 
 /** Grow a disk to `sizeBytes`. Never shrinks: that would cut off the guest's data. */

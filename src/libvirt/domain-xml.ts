@@ -46,6 +46,11 @@ export interface OwnerMark {
   vmDir: string;
 }
 
+export interface BackingFile {
+  path: string;
+  format: 'qcow2' | 'raw';
+}
+
 export interface DomainSpec {
   name: string;
   uuid?: string;
@@ -66,10 +71,11 @@ export interface DomainSpec {
   runAs?: { uid: number; gid: number };
   /**
    * The disk files keep their owner: libvirt does not hand them to its QEMU user (and would
-   * never hand the read-only ones back); that user reaches them by an ACL instead. The base
-   * image is named here, so libvirt labels no image of the chain.
+   * never hand the read-only ones back); that user reaches them by an ACL instead. The whole
+   * backing chain is named here (snapshot layers, then the base image), so libvirt labels no
+   * image of it.
    */
-  keepOwners?: { backing: { path: string; format: 'qcow2' | 'raw' } };
+  keepOwners?: { chain: BackingFile[] };
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -112,8 +118,11 @@ export function domainSpecProblems(spec: DomainSpec): string[] {
   if (spec.overlayFormat !== 'qcow2') problems.push(`overlayFormat must be qcow2, not ${String(spec.overlayFormat)}`);
   path('seedIsoPath', spec.seedIsoPath);
   if (spec.keepOwners) {
-    path('keepOwners.backing.path', spec.keepOwners.backing.path);
-    if (!['qcow2', 'raw'].includes(spec.keepOwners.backing.format)) problems.push(`backing format must be qcow2 or raw, not ${String(spec.keepOwners.backing.format)}`);
+    if (spec.keepOwners.chain.length === 0) problems.push('keepOwners.chain names no backing file');
+    spec.keepOwners.chain.forEach((b, i) => {
+      path(`keepOwners.chain[${i}].path`, b.path);
+      if (!['qcow2', 'raw'].includes(b.format)) problems.push(`backing format must be qcow2 or raw, not ${String(b.format)}`);
+    });
   }
   path('consoleLogPath', spec.consoleLogPath);
   path('owner.configFile', spec.owner.configFile);
@@ -172,6 +181,13 @@ export function domainSpecProblems(spec: DomainSpec): string[] {
  * - readonly virtiofs: libvirt before 11.0 refuses `<readonly/>` on a virtiofs filesystem
  *   ("virtiofs does not yet support read-only shares"); the caller decides (9p, or ro in the guest).
  */
+/** <backingStore> for each file of the chain, innermost last; an empty one ends it. */
+function backingStore(chain: BackingFile[], keep: () => XmlElement | false | undefined): XmlElement {
+  const [first, ...rest] = chain;
+  if (!first) return el('backingStore');
+  return el('backingStore', { type: 'file' }, el('format', { type: first.format }), el('source', { file: first.path }, keep()), backingStore(rest, keep));
+}
+
 export function domainXml(spec: DomainSpec): string {
   const keep = () => spec.keepOwners && el('seclabel', { model: 'dac', relabel: 'no' });
   refuseProblems('domain XML', spec.name, domainSpecProblems(spec));
@@ -214,14 +230,7 @@ export function domainXml(spec: DomainSpec): string {
         { type: 'file', device: 'disk' },
         el('driver', { name: 'qemu', type: spec.overlayFormat, discard: 'unmap' }),
         el('source', { file: spec.overlayPath }, keep()),
-        spec.keepOwners &&
-          el(
-            'backingStore',
-            { type: 'file' },
-            el('format', { type: spec.keepOwners.backing.format }),
-            el('source', { file: spec.keepOwners.backing.path }, keep()),
-            el('backingStore'),
-          ),
+        spec.keepOwners && backingStore(spec.keepOwners.chain, keep),
         el('target', { dev: 'vda', bus: 'virtio' }),
       ),
       el('controller', { type: 'scsi', index: 0, model: 'virtio-scsi' }),

@@ -266,6 +266,28 @@ export class Virsh {
     await this.run(['managedsave-remove', '--domain', name]);
   }
 
+  /**
+   * Moves a running domain's disk onto the new top file `xmlPath` names (see disk-snapshot-xml.ts):
+   * QEMU writes there from now on and only reads the old file. No snapshot metadata is kept in
+   * libvirt: rum's own record names the layers.
+   */
+  async snapshotDisk(name: string, xmlPath: string): Promise<void> {
+    await this.run(['snapshot-create', '--domain', name, '--xmlfile', xmlPath, '--disk-only', '--no-metadata', '--reuse-external', '--atomic']);
+  }
+
+  /** The file a running domain's disk `target` (vda) is open on now, or undefined (not running). */
+  async liveDiskSource(name: string, target: string): Promise<string | undefined> {
+    const xml = await this.dumpxml(name);
+    if (xml === undefined) return undefined;
+    const { unescapeXml } = await import('./xml.js');
+    for (const disk of xml.match(/<disk\b[\s\S]*?<\/disk>/g) ?? []) {
+      if (!new RegExp(`<target dev='${target}'`).test(disk)) continue;
+      const src = /<source file='([^']*)'/.exec(disk)?.[1];
+      return src === undefined ? undefined : unescapeXml(src);
+    }
+    return undefined;
+  }
+
   /** Let a paused domain run again. */
   async resume(name: string): Promise<void> {
     await this.run(['resume', '--domain', name]);

@@ -147,6 +147,35 @@ export class Machine {
     if ((await this.domainFacts()).state === 'suspended') await this.changes(() => this.virsh.managedSaveRemove(this.domain));
   }
 
+  /** The machine's snapshots: layers under its disk, moved through libvirt while it runs. */
+  async snapshots(): Promise<import('./snapshots.js').Snapshots> {
+    const { Snapshots } = await import('./snapshots.js');
+    const target = 'vda'; // the disk's name in the domain XML rum writes
+    return new Snapshots({
+      vm: this.vm,
+      live: async () => {
+        this.forget();
+        const s = (await this.domainFacts()).state;
+        return s !== undefined && s !== 'shut off' && s !== 'crashed' && s !== 'suspended';
+      },
+      liveTop: async () => ((await this.state()) === undefined ? undefined : this.virsh.liveDiskSource(this.domain, target)),
+      moveTop: async (file) => {
+        const [{ diskSnapshotXml }, { writeAtomic }, { keepsOwners }] = await Promise.all([
+          import('../libvirt/disk-snapshot-xml.js'),
+          import('../files/atomic.js'),
+          import('../host/qemu-reach.js'),
+        ]);
+        const xml = this.vm.path('diskSnapshotXml');
+        await writeAtomic(xml, diskSnapshotXml({ target, file, keepOwners: keepsOwners(this.config.libvirt.uri, this.env) }));
+        await this.changes(() => this.virsh.snapshotDisk(this.domain, xml));
+      },
+      grant: async (file, write) => {
+        const { grantQemu, keepsOwners } = await import('../host/qemu-reach.js');
+        if (keepsOwners(this.config.libvirt.uri, this.env)) await grantQemu(this.config.libvirt.uri, [{ path: file, write }]);
+      },
+    });
+  }
+
   /** ACPI shutdown, waiting up to timeoutMs; then a hard stop when `force`. */
   async stop(opts: { timeoutMs: number; force: boolean; progress?: (m: string) => void }): Promise<StopResult> {
     try {

@@ -107,7 +107,7 @@ test('runAs: QEMU as the invoking user through a static DAC label, nothing relab
 });
 
 test('keepOwners: no image of the chain is relabelled, the base image named as the backing store', async (t) => {
-  const q = await validated(t, domainXml(spec({ keepOwners: { backing: { path: '/home/u/.cache/rum/images/sha512-x.img', format: 'qcow2' } } })));
+  const q = await validated(t, domainXml(spec({ keepOwners: { chain: [{ path: '/home/u/.cache/rum/images/sha512-x.img', format: 'qcow2' }] } })));
   const disk = "/domain/devices/disk[@device='disk']";
   assert.equal(await q.xpath(`string(${disk}/source/seclabel[@model='dac']/@relabel)`), 'no');
   assert.equal(await q.xpath(`string(${disk}/backingStore/source/@file)`), '/home/u/.cache/rum/images/sha512-x.img');
@@ -118,7 +118,24 @@ test('keepOwners: no image of the chain is relabelled, the base image named as t
   const plain = await validated(t, domainXml(spec()));
   assert.equal(await plain.count('//seclabel'), 0);
   assert.equal(await plain.count('//backingStore'), 0);
-  assert.throws(() => domainXml(spec({ keepOwners: { backing: { path: 'rel.img', format: 'qcow2' } } })), /absolute/);
+  assert.throws(() => domainXml(spec({ keepOwners: { chain: [{ path: 'rel.img', format: 'qcow2' }] } })), /absolute/);
+  assert.throws(() => domainXml(spec({ keepOwners: { chain: [] } })), /names no backing file/);
+});
+
+test('keepOwners with snapshot layers: each layer named in order down to the base image, none relabelled', async (t) => {
+  const chain = [
+    { path: '/home/u/.local/share/rum/vm/layers/b.qcow2', format: 'qcow2' as const },
+    { path: '/home/u/.local/share/rum/vm/layers/a.qcow2', format: 'qcow2' as const },
+    { path: '/home/u/.cache/rum/images/sha512-x.img', format: 'raw' as const },
+  ];
+  const q = await validated(t, domainXml(spec({ keepOwners: { chain } })));
+  const disk = "/domain/devices/disk[@device='disk']";
+  assert.equal(await q.xpath(`string(${disk}/backingStore/source/@file)`), chain[0]!.path);
+  assert.equal(await q.xpath(`string(${disk}/backingStore/backingStore/source/@file)`), chain[1]!.path);
+  assert.equal(await q.xpath(`string(${disk}/backingStore/backingStore/backingStore/source/@file)`), chain[2]!.path);
+  assert.equal(await q.xpath(`string(${disk}/backingStore/backingStore/backingStore/format/@type)`), 'raw');
+  assert.equal(await q.count(`${disk}//backingStore/source/seclabel[@relabel='no']`), 3);
+  assert.equal(await q.count(`${disk}/backingStore/backingStore/backingStore/backingStore/*`), 0, 'the chain ends at the base image');
 });
 
 test('user: SLIRP through qemu:commandline, SSH on 127.0.0.1 and every forward', async (t) => {

@@ -7,7 +7,8 @@ import { planFor, subjectOf, type CommonOptions } from './common.js';
 export async function graph(opts: CommonOptions & { format?: string }): Promise<number> {
   const format = opts.json ? 'json' : (opts.format ?? 'text');
   if (!['text', 'dot', 'mermaid', 'json'].includes(format)) usage(`unknown graph format "${format}"`, 'use --format text, dot, mermaid or json');
-  const { o, plan } = await planFor(opts, {});
+  const { o, machines, plan } = await planFor(opts, {});
+  await (await import('../../machine/snapshots.js')).noteLayers(plan, machines);
   const name = subjectOf(o);
   const out = new Output({ json: format === 'json' });
   if (format === 'json') out.data(planJson(plan, name));

@@ -2,7 +2,7 @@
 // question per URI: name, state, SSH address, disk use and project. Loads no rum.yaml.
 import { homedir } from 'node:os';
 import { listVms, type ListedVm, type ListNote, type VmListing } from '../../vm-list.js';
-import { Output, visible } from '../output.js';
+import { diskSize, Output, visible } from '../output.js';
 
 export interface ListOptions {
   json?: boolean;
@@ -40,7 +40,7 @@ function render(out: Output, { vms, notes }: VmListing): void {
 
 function row(v: ListedVm): string[] {
   const address = v.ssh ? `${v.ssh.user === null ? '' : `${v.ssh.user}@`}${v.ssh.host}:${v.ssh.port}` : '-';
-  return [v.vm, v.state, visible(address), v.diskBytes === null ? '-' : size(v.diskBytes), v.config === null ? '?' : visible(tilde(v.config))];
+  return [v.vm, v.state, visible(address), v.diskBytes === null ? '-' : diskSize(v.diskBytes), v.config === null ? '?' : visible(tilde(v.config))];
 }
 
 /** Worded once, for the terminal and for --json's `text`. */
@@ -72,15 +72,4 @@ function assertNever(x: never): never {
 function tilde(p: string): string {
   const home = homedir();
   return home !== '/' && p.startsWith(`${home}/`) ? `~${p.slice(home.length)}` : p;
-}
-
-function size(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = bytes;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return i === 0 ? `${v} B` : `${v >= 100 ? Math.round(v) : +v.toFixed(1)} ${units[i]}`;
 }

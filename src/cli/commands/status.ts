@@ -5,6 +5,7 @@
 import { changing } from '../../graph/events.js';
 import type { Plan } from '../../graph/plan.js';
 import type { Machine } from '../../machine/machine.js';
+import { chainNames, describeChain, noteLayers, readSnapshots } from '../../machine/snapshots.js';
 import { resolveMounts } from '../../mounts/resolve.js';
 import { idWidth, Output, nodeJson, visible } from '../output.js';
 import { planFor, type CommonOptions } from './common.js';
@@ -17,6 +18,7 @@ function duration(s: number): string {
 
 export async function status(opts: CommonOptions): Promise<number> {
   const { o, machines, plan } = await planFor(opts, {}, [], { mountSources: false }); // the plan's own state records: read once; it reports, it mounts nothing
+  await noteLayers(plan, machines);
   const all = await Promise.all(machines.map((m) => machineStatus(m, plan)));
   const warnings = plan.warnings ?? [];
   const out = new Output(opts);
@@ -51,6 +53,7 @@ async function machineStatus(m: Machine, plan: Plan) {
   // The record is the engine's, not this command's: what ssh-ready left must be an address.
   const a = state.output('ssh-ready')?.data as { host?: unknown; port?: unknown } | undefined;
   const ssh = a && typeof a.host === 'string' && typeof a.port === 'number' && Number.isInteger(a.port) ? { host: a.host, port: a.port } : null;
+  const layers = await readSnapshots(m.vm).catch(() => ({ snapshots: [], disk: { on: null } }));
   const mounts = resolveMounts(c).map((x) => ({ source: x.source, target: x.target, type: x.type, readonly: x.readonly, ...(x.why ? { why: x.why } : {}) }));
   const data = {
     vm: c.name,
@@ -67,6 +70,7 @@ async function machineStatus(m: Machine, plan: Plan) {
     mounts,
     ports: c.ports,
     after: c.after,
+    disk: { path: m.vm.path('overlay'), on: chainNames(layers), snapshots: layers.snapshots.map((s) => s.name), note: describeChain(layers) ?? null },
     definitionCurrent: running.action !== 'kept-needs-restart',
   };
   return { data, defined: state.get('defined-domain') !== undefined };
@@ -88,5 +92,6 @@ function render(out: Output, d: { [k: string]: any }, defined: boolean): void {
   for (const m of d.mounts) out.out(`  mount       ${m.target} <- ${m.source} (${m.type}${m.readonly ? ', read-only' : ''}${m.why ? `: ${m.why}` : ''})`);
   for (const p of d.ports) out.out(`  port        ${p.bind}:${p.host} -> ${p.guest}/${p.proto}`);
   if (d.state === 'running') out.out(`  definition  ${d.definitionCurrent ? 'current' : 'changed since start: `rum up --restart` applies it'}`);
+  if (d.disk.note) out.out(`  disk        ${d.disk.note} (rum snapshot list)`);
   if (d.after.length > 0) out.out(`  after       ${d.after.join(', ')} (starts once they answer over SSH)`);
 }

@@ -13,6 +13,7 @@ export interface UpOptions extends CommonOptions {
   restart?: boolean;
   yes?: boolean;
   attach?: boolean;
+  'drop-snapshots'?: boolean;
 }
 
 /** What the plan cannot say by itself: changes that wait for the user. */
@@ -59,6 +60,11 @@ export async function up(first: string | undefined, opts: UpOptions): Promise<nu
     const o = await openProject({ config: opts.config });
     if (!o.project.single) throw new RumError('USAGE', '--attach serves one machine: name it', `rum up --attach ${o.machines.map((m) => m.name).join(' | ')}`);
   }
+  if (opts.reset && !opts['drop-snapshots']) {
+    const { openProject, pick } = await import('../../machine/project.js');
+    const o = await openProject({ config: opts.config });
+    await keepSnapshots(names.length === 0 ? o.machines : pick(o, names));
+  }
   if (opts.reset && !opts.yes) {
     await confirm(out, `rum up --reset recreates ${names.length > 0 ? `the disk of ${names.join(', ')}` : 'the VM disk'}: everything written in the guest is lost. Continue?`);
   }
@@ -68,6 +74,7 @@ export async function up(first: string | undefined, opts: UpOptions): Promise<nu
       // here, before anything is built for a domain rum could never define. The answer is
       // shared with the plan: no second question.
       const domain = await m.owned();
+      if (run.reset && !opts['drop-snapshots']) await keepSnapshots([m]);
       // The disk is about to be replaced: the guest must not be running on it.
       if (run.reset && domain === 'ours') {
         out.info(`stopping ${o1(machines, m)} for --reset`);
@@ -136,6 +143,23 @@ async function discarding(plan: Plan, machines: Machine[]): Promise<Machine[]> {
     }),
   );
   return found.filter((m): m is Machine => m !== undefined);
+}
+
+/** A reset makes a fresh disk on the base image: the snapshots are layers of the old one, and
+ * go only when asked (--drop-snapshots). A lost disk lands here too: a snapshot may bring it back. */
+async function keepSnapshots(machines: Machine[]): Promise<void> {
+  const { readSnapshots } = await import('../../machine/snapshots.js');
+  for (const m of machines) {
+    const single = m.name === m.domain; // a file without machines: the machine is the VM
+    const names = (await readSnapshots(m.vm)).snapshots.map((s) => s.name);
+    if (names.length === 0) continue;
+    const at = single ? '' : ` ${m.name}`;
+    throw new RumError(
+      'USAGE',
+      `a fresh disk for ${single ? 'the VM' : m.name} would drop its snapshots (${names.join(', ')}): they are layers of the disk it has now`,
+      `\`rum up${at} --reset --drop-snapshots\` deletes them with it; \`rum snapshot restore${at} ${names.at(-1)}\` goes back to one instead. Nothing was changed`,
+    );
+  }
 }
 
 /** "the guest", or "web" when there are several. */
