@@ -1,5 +1,6 @@
-// Suspend figures for make bench, in the sandboxed environment: `rum up` resuming a suspended
-// guest beside a cold `rum up` of the same VM (image cached), and `rum suspend` itself.
+// The daily cycle's figures for make bench, in the sandboxed environment: `rum up` resuming a
+// suspended guest beside a cold `rum up` of the same VM (image cached), `rum suspend` itself, and
+// snapshot save and restore with the guest off.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,6 +14,7 @@ const root = fileURLToPath(new URL('../../', import.meta.url));
 const rum = join(root, 'bin/rum');
 const inNs = join(root, 'test/e2e/rum-in-ns');
 const ROUNDS = 3;
+const SNAP_ROUNDS = 7;
 
 export async function suspendBench(add: Add, mirror: string, median: (xs: number[]) => number): Promise<void> {
   console.error('rum bench: suspend and resume (one 1G guest, 2 cpus, user networking)');
@@ -46,6 +48,27 @@ export async function suspendBench(add: Add, mirror: string, median: (xs: number
     const resume = median(resumes) / 1000;
     add('`rum up` of a suspended VM (resume)', `${resume.toFixed(1)} s`, `cold \`rum up\` of the same VM: ${cold.toFixed(1)} s (${(resume / cold).toFixed(2)}x)`, '≤ 0.1x');
     add('`rum suspend` of a running 1G guest', `${(median(saves) / 1000).toFixed(1)} s`, `cold \`rum up\`: ${cold.toFixed(1)} s`, 'reported');
+    // Snapshots with the guest off, on the same VM: each beside the command's own fixed cost
+    // (`rum snapshot list`: start-up, rum.yaml, the lock) and the file work's floor (qemu-img create).
+    timed('down');
+    const snapSaves: number[] = [];
+    const snapRestores: number[] = [];
+    const lists: number[] = [];
+    const creates: number[] = [];
+    const floor = join(work, 'floor.qcow2');
+    for (let i = 0; i < SNAP_ROUNDS; i++) {
+      snapSaves.push(timed('snapshot', 'save', `s${i}`));
+      snapRestores.push(timed('snapshot', 'restore', `s${i}`, '-y'));
+      lists.push(timed('snapshot', 'list'));
+      const t0 = performance.now();
+      execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', join(work, 'data/rum/rumtest-bsuspend/disk.qcow2'), floor]);
+      creates.push(performance.now() - t0);
+      rmSync(floor);
+    }
+    const ms = (xs: number[]) => `${Math.round(median(xs))} ms`;
+    const floors = `\`rum snapshot list\`: ${ms(lists)}; \`qemu-img create\` of an overlay: ${ms(creates)}`;
+    add('`rum snapshot save`, guest off', ms(snapSaves), floors, '≤ 1 s');
+    add('`rum snapshot restore -y`, guest off', ms(snapRestores), floors, '≤ 1 s');
   } finally {
     try {
       timed('destroy', '-y');
