@@ -9,6 +9,7 @@ import { stringify } from 'yaml';
 import { ioBench } from './io.js';
 import { machinesBench } from './machines.js';
 import { suspendBench } from './suspend.js';
+import { warmBench } from './warm.js';
 
 type Add = (what: string, rum: string, baseline: string, target: string) => void;
 interface Tools {
@@ -103,6 +104,7 @@ export async function vmBench(add: Add, { median, time, nodeBaseline }: Tools): 
   }
   await ioBench(add, mirror, median);
   await suspendBench(add, mirror, median);
+  await warmBench(add, mirror, median);
   await machinesBench(add, mirror, { median, time });
 }
 

@@ -6,6 +6,7 @@ import { RumError } from '../src/errors.js';
 import { digestOf } from '../src/graph/digest.js';
 import { defineRule } from '../src/graph/rule.js';
 import { cloudInitErrors, workAfterSshd } from '../src/cloudinit/modules.js';
+import { WarmBootPaths } from '../src/cloudinit/warm-boot.js';
 import { listensOnLoopback, tcpOpen } from '../src/net/port-probe.js';
 import type { RumCtx } from './context.js';
 import { runningDomain, type Started } from './running-domain.js';
@@ -18,10 +19,12 @@ export type SshAddress = { host: string; port: number };
 // A login means cloud-init's first stages are done: sshd starts after them, and they create the
 // user, pin the host key, write files and mount the shares. Its later stages run only what the
 // user asked for (src/cloudinit/modules.ts); when they have work, `up` waits for result.json,
-// which cloud-init writes under /run (so: for this boot) when its last stage ends. In sh, not
-// `cloud-init status --wait`: that would start cloud-init's Python a second time (about 3 s
-// under TCG) just as the guest's own final stage starts.
-const WAIT_CLOUD_INIT = 'i=0; while [ ! -s /run/cloud-init/result.json ]; do i=$((i+1)); [ $i -le 6000 ] || exit 124; sleep 0.1; done; cat /run/cloud-init/result.json';
+// which cloud-init writes under /run (so: for this boot) when its last stage ends. On a warm
+// boot cloud-init is skipped and rum-boot.service writes its own result.json, in the same shape,
+// once the per-boot scripts ran (src/cloudinit/warm-boot.ts). In sh, not `cloud-init status
+// --wait`: that would start cloud-init's Python a second time (about 3 s under TCG) just as the
+// guest's own final stage starts.
+const WAIT_CLOUD_INIT = `i=0; while [ ! -s /run/cloud-init/result.json ] && [ ! -s ${WarmBootPaths.result} ]; do i=$((i+1)); [ $i -le 6000 ] || exit 124; sleep 0.1; done; cat /run/cloud-init/result.json 2>/dev/null || cat ${WarmBootPaths.result}`;
 // Nothing left to wait for: only the errors of the stages so far.
 const CLOUD_INIT_SO_FAR = 'cat /run/cloud-init/status.json 2>/dev/null; true';
 
@@ -75,7 +78,8 @@ export const sshReady = defineRule({
     if (errors.length > 0) {
       await ready.session.close();
       const more = errors.length > 1 ? ` (and ${errors.length - 1} more)` : '';
-      throw new RumError('FAILED', `the guest is up, but cloud-init reported an error: ${errors[0]}${more}`, 'see `rum logs` and `rum logs --provision`; fix rum.yaml and run `rum up --reset` or `rum provision`');
+      const who = errors[0]!.startsWith('rum-boot.service') ? 'its warm boot' : 'cloud-init'; // warm-boot.ts
+      throw new RumError('FAILED', `the guest is up, but ${who} reported an error: ${errors[0]}${more}`, 'see `rum logs` and `rum logs --provision`; fix rum.yaml and run `rum up --reset` or `rum provision`');
     }
     // Restored from saved memory: its clock stopped while it was saved, and its 9p shares were
     // unmounted for the save (src/cli/commands/suspend.ts). Set and mounted again, now.

@@ -39,7 +39,7 @@ function unwritableShare(m: { target: string; source: string }, uid: number): st
 export const userData = defineRule({
   id: 'user-data',
   kind: 'derived',
-  version: 6, // 6: written as YAML 1.1, as cloud-init reads it
+  version: 7, // 7: warm boots (bootcmd installs them; fstab lines follow the seed)
   deps: [sshKeys],
   inputs: ({ config: c, project }: RumCtx) => ({
     'network.hostname': c.network.hostname,

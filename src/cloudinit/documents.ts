@@ -2,6 +2,7 @@
 // YAML 1.1 (yaml11.ts), never by string templates: config strings cannot break out of their scalar.
 // Not: the seed ISO (src/iso) or where the documents are written (tasks/).
 import { modulesAfterSshd } from './modules.js';
+import { warmBootCommands } from './warm-boot.js';
 import { yaml11 } from './yaml11.js';
 
 export interface MetaDataSpec {
@@ -74,6 +75,10 @@ exit $failed
 
 const SSHD_DROP_IN = '# Written by rum: log in with keys only.\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n';
 
+// systemd's ordering, in fstab only (mount(8) ignores x- options): a warm boot's shares are
+// mounted before sshd starts, as cloud-init's bootcmd mounts them on the other boots.
+const FSTAB_ONLY = 'x-systemd.before=ssh.service,x-systemd.before=sshd.service';
+
 const MOUNT_OPTIONS = {
   '9p': 'trans=virtio,version=9p2000.L,msize=262144,nofail',
   virtiofs: 'nofail',
@@ -122,34 +127,22 @@ export function userDataObject(s: UserDataSpec): Record<string, unknown> {
     doc.package_update = true;
     doc.packages = s.packages;
   }
-  if (s.mounts.length > 0) {
-    // Not cloud-init's `mounts` module: up to 22.4 it turns a tag into /dev/<tag>. fstab lines
-    // (nofail: a missing share never blocks boot) for systemd on later boots, and an early
-    // mount on every boot (bootcmd precedes write_files on the first), so provision scripts
-    // see the shares. Tags, targets and types are validated; argv form: no shell parsing.
-    const opts = (m: GuestMount) => (m.readonly ? `${MOUNT_OPTIONS[m.type]},ro` : MOUNT_OPTIONS[m.type]);
-    files.push({
-      path: '/etc/fstab',
-      append: true,
-      content: s.mounts.map((m) => `${m.tag} ${m.target} ${m.type} ${opts(m)} 0 0\n`).join(''),
-    });
-    doc.bootcmd = s.mounts.map((m): string[] => [
-      'sh',
-      '-c',
-      'mkdir -p "$1" && { mountpoint -q "$1" || mount -t "$2" -o "$3" "$4" "$1"; }',
-      'rum-mount',
-      m.target,
-      m.type,
-      opts(m),
-      m.tag,
-    ]);
+  // Not cloud-init's `mounts` module: up to 22.4 it turns a tag into /dev/<tag>. An early mount
+  // at every boot cloud-init runs (bootcmd precedes write_files on the first), so provision
+  // scripts see the shares; fstab lines (nofail: a missing share never blocks boot; before
+  // sshd, as bootcmd's are) for warm boots, which systemd mounts (warm-boot.ts). Tags, targets
+  // and types are validated; argv form: no shell parsing.
+  const opts = (m: GuestMount) => (m.readonly ? `${MOUNT_OPTIONS[m.type]},ro` : MOUNT_OPTIONS[m.type]);
+  const bootcmd: string[][] = warmBootCommands(s.mounts.map((m) => `${m.tag} ${m.target} ${m.type} ${opts(m)},${FSTAB_ONLY} 0 0`));
+  for (const m of s.mounts) {
+    bootcmd.push(['sh', '-c', 'mkdir -p "$1" && { mountpoint -q "$1" || mount -t "$2" -o "$3" "$4" "$1"; }', 'rum-mount', m.target, m.type, opts(m), m.tag]);
   }
   if (s.searchDomain !== undefined) {
     // dhclient takes the search domain from DHCP, systemd-networkd does not (UseDomains=no):
-    // systemd-resolved is told directly, before sshd starts. bootcmd, every boot: write_files
-    // comes after resolved has read its configuration.
-    doc.bootcmd = [
-      ...((doc.bootcmd as string[][] | undefined) ?? []),
+    // systemd-resolved is told directly, before sshd starts. bootcmd, at every boot cloud-init
+    // runs (write_files comes after resolved has read its configuration); a warm boot's
+    // resolved reads the file as left.
+    bootcmd.push(
       [
         'sh',
         '-c',
@@ -157,8 +150,9 @@ export function userDataObject(s: UserDataSpec): Record<string, unknown> {
         'rum-search',
         s.searchDomain,
       ],
-    ];
+    );
   }
+  doc.bootcmd = bootcmd;
   doc.write_files = files;
   const after = modulesAfterSshd(s);
   doc.cloud_config_modules = after.config;

@@ -16,7 +16,9 @@ export function modulesAfterSshd(n: ProvisionNeeds): { config: string[]; final: 
     config: n.aptSources && n.aptSources.length > 0 ? ['apt-configure'] : [],
     final: [
       ...(n.packages.length > 0 ? ['package-update-upgrade-install'] : []),
-      ...(n.system !== undefined || n.boot !== undefined ? ['scripts-per-boot'] : []),
+      // Always: the provision runner when there are scripts, and the warm-boot recorder, which
+      // notes that cloud-init finished with this seed (warm-boot.ts).
+      'scripts-per-boot',
       'final-message', // "Cloud-init ... finished" in its log, for `rum logs`
     ],
   };
@@ -24,12 +26,11 @@ export function modulesAfterSshd(n: ProvisionNeeds): { config: string[]; final: 
 
 /** Whether cloud-init has work the user asked for after sshd starts (so `up` waits for it). */
 export function workAfterSshd(n: ProvisionNeeds): boolean {
-  const m = modulesAfterSshd(n);
-  return m.config.length > 0 || m.final.length > 1;
+  return (n.aptSources?.length ?? 0) > 0 || n.packages.length > 0 || n.system !== undefined || n.boot !== undefined;
 }
 
 /**
- * cloud-init's errors, from result.json ({v1: {errors}}) or status.json ({v1: {<stage>: {errors}}}).
+ * cloud-init's errors (or, on a warm boot, rum-boot.service's, in the same shape), from result.json ({v1: {errors}}) or status.json ({v1: {<stage>: {errors}}}).
  * Its "recoverable" errors (newer releases) are warnings, not failures.
  */
 export function cloudInitErrors(json: string): string[] {

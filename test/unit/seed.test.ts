@@ -142,18 +142,22 @@ test('rum schema prints a JSON Schema with the top-level keys', async (t) => {
   assert.ok(['image', 'resources', 'network', 'ssh', 'mounts', 'provision', 'libvirt'].every((k) => k in s.properties));
 });
 
-test('mounts in user-data: fstab lines with nofail and an argv bootcmd; cloud-init accepts it', async (t) => {
+test('mounts in user-data: fstab lines with nofail, rewritten by bootcmd at each cloud-init run, and argv mounts; cloud-init accepts it', async (t) => {
   const p = await scratchProject(t, { ...base, mounts: [{ source: '.', target: '/work' }, { source: '.', target: '/ro', readonly: true, type: '9p' }] });
   await p.rumJson('build', 'user-data');
   assert.match(await run('cloud-init', ['schema', '--config-file', p.vmFile('user-data')]), /Valid (cloud-config|schema)/);
   const doc = parse(await readFile(p.vmFile('user-data'), 'utf8'));
-  const fstab = doc.write_files.find((f: any) => f.path === '/etc/fstab');
-  assert.equal(fstab.append, true);
-  const lines = fstab.content.trim().split('\n').map((l: string) => l.split(' '));
+  assert.equal(doc.write_files.find((f: any) => f.path === '/etc/fstab'), undefined, 'not per instance: the lines follow the seed');
+  const fstab = doc.bootcmd.find((c: string[]) => c[3] === 'rum-fstab');
+  const lines = fstab[4].trim().split('\n').map((l: string) => l.split(' '));
+  assert.deepEqual(lines.map((l: string[]) => l[0]), doc.bootcmd.filter((c: string[]) => c[3] === 'rum-mount').map((c: string[]) => c[7]));
   assert.deepEqual(lines.map((l: string[]) => l[1]), ['/work', '/ro']);
   assert.match(lines[1][3], /(^|,)ro(,|$)/);
-  for (const l of lines) assert.match(l[3], /nofail/);
-  assert.deepEqual(doc.bootcmd.map((c: string[]) => c[4]), ['/work', '/ro'], 'argv form: the target is a word, not shell text');
+  for (const l of lines) assert.match(l[3], /(^|,)nofail(,|$)/);
+  for (const l of lines) assert.match(l[3], /x-systemd\.before=ssh\.service/, 'mounted before sshd on a warm boot');
+  const mounts = doc.bootcmd.filter((c: string[]) => c[3] === 'rum-mount');
+  assert.deepEqual(mounts.map((c: string[]) => c[4]), ['/work', '/ro'], 'argv form: the target is a word, not shell text');
+  for (const c of mounts) assert.doesNotMatch(c[6], /x-systemd/, 'mount(8) gets only what the kernel reads');
 });
 
 test("the guest user's uid: as root, the project directory's owner; a share it cannot write is said once", async (t) => {
