@@ -62,6 +62,13 @@ program
   .action(lazy(async () => (await import('./commands/suspend.js')).suspend));
 
 program
+  .command('snapshot [what]')
+  .describe('Snapshots of the VM\'s disk: rum snapshot save | list | restore | rm (each has --help)')
+  .action(async (what: string | undefined) =>
+    usage(what === undefined ? 'rum snapshot needs what to do' : `there is no snapshot command ${JSON.stringify(what)}`, 'rum snapshot save NAME | list | restore NAME | rm NAME'),
+  );
+
+program
   .command('snapshot save <name> [name2]')
   .describe("Freeze the VM's disk as a read-only layer named NAME; the guest goes on above it (running or not). With machines: MACHINE NAME")
   .option('--no-wait', 'Fail at once if another rum is working on this VM')

@@ -117,15 +117,23 @@ test('machines: a VM made by the previous release is fresh, reachable and upgrad
   assert.equal(made.code, 0, `${made.stderr}\n${tail(join(p.vmDir, 'console.log'))}`);
   assert.equal((await p.exec('echo kept > ~/note')).code, 0);
 
-  // This release: the same directory and state, nothing to do, the guest and its data there.
-  const dry = await p.rum('up', '--dry-run');
-  assert.equal(dry.code, 0, `${dry.stdout}\n${dry.stderr}`);
-  assert.match(dry.stdout, /up to date/);
+  // This release: the same directory and state, the guest and its data there. It sets guests up
+  // differently at boot (warm boots: user-data's recipe), so their seed is made again, and
+  // nothing else: the disk is kept and the running guest is not restarted.
+  const dry = await p.rumJson('up', '--dry-run');
+  const stale = dry.nodes.filter((n: { state: string }) => n.state !== 'fresh');
+  assert.deepEqual(stale.map((n: { id: string; action: string }) => [n.id, n.action]), [['user-data', 'rebuild'], ['seed-iso', 'rebuild']], JSON.stringify(stale));
+  assert.equal(stale[0].reason.type, 'recipe-changed');
   const status = await p.rumJson('status');
   assert.equal(status.state, 'running');
   assert.equal(status.vm, name);
   assert.equal((await p.exec('cat ~/note')).stdout.trim(), 'kept');
+  const upgraded = await p.rum('up');
+  assert.equal(upgraded.code, 0, upgraded.stderr);
+  assert.match(upgraded.stderr, /the guest takes it at its next start/);
+  assert.doesNotMatch(upgraded.stderr, /running-domain|overlay/, 'neither the disk nor the guest is touched');
   const again = await p.rum('up');
   assert.equal(again.code, 0, again.stderr);
   assert.match(again.stderr, /up to date/);
+  assert.equal((await p.exec('cat ~/note')).stdout.trim(), 'kept');
 });

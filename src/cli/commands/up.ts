@@ -30,7 +30,10 @@ export function planHints(plan: Plan, single = true): string[] {
     const userData = plan.nodes.find((n) => n.machine === m && n.rule.id === 'user-data');
     const overlay = plan.nodes.find((n) => n.machine === m && n.rule.id === 'overlay');
     const firstBootDone = overlay !== undefined && overlay.reason?.type !== 'missing' && overlay.reason?.type !== 'reset';
-    if (userData?.state === 'stale' && userData.reason?.type !== 'missing' && firstBootDone)
+    // rum's own recipe changed (a new release): what changed is bootcmd's every-boot setup.
+    if (userData?.state === 'stale' && userData.reason?.type === 'recipe-changed' && firstBootDone)
+      hints.push(`this rum sets the guest up differently at boot: the guest takes it at its next start (\`rum down${named(userData)}\`, then \`rum up${named(userData)}\`); its disk is kept`);
+    else if (userData?.state === 'stale' && userData.reason?.type !== 'missing' && firstBootDone)
       hints.push(`user-data changes take effect on a fresh first boot only (\`rum up --reset${named(userData)}\`); \`rum provision${named(userData)}\` reruns the scripts`);
   }
   return hints;
