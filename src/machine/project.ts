@@ -1,10 +1,11 @@
 // Owns: opening a project for a command: its rum.yaml, a Machine per machine (refusing a
 // directory another project owns), choosing machines by name, the project's lock, and the
 // engine over rum's rules for the chosen machines.
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { cachedProject, rememberProject } from '../config/cache.js';
 import { readConfig } from '../config/find.js';
+import type { Pins } from '../config/lock-file.js';
 import type { Project } from '../config/schema.js';
 import { RumError } from '../errors.js';
 import { writeAtomic } from '../files/atomic.js';
@@ -175,7 +176,8 @@ export async function engineFor(o: OpenProject, machines: Machine[], opts: PlanO
   const rulesP = import('../../tasks/index.js');
   const { resetOnly, ...planOpts } = opts;
   const resets = (m: Machine) => planOpts.reset === true && (resetOnly === undefined || resetOnly.includes(m));
-  const scopes = await Promise.all(machines.map((m) => scopeFor(o, m, resets(m))));
+  const pins = await readPins(o);
+  const scopes = await Promise.all(machines.map((m) => scopeFor(o, m, resets(m), pins)));
   // Keyed by file identity: any machine's directory serves; the first one that exists.
   const home = machines.find((m) => o.claimed.has(m));
   const digests = await DigestCache.open(home?.vm.path('digestCache'));
@@ -188,7 +190,15 @@ export async function engineFor(o: OpenProject, machines: Machine[], opts: PlanO
   return { nodes, digests, opts: { ...planOpts, reset: false } };
 }
 
-async function scopeFor(o: OpenProject, m: Machine, reset: boolean): Promise<Scope<RumCtx>> {
+/** rum.lock's pins, read only when the file is there: yaml loads for it alone. */
+export async function readPins(o: OpenProject): Promise<Pins | undefined> {
+  const { lockPathFor, readLock } = await import('../config/lock-file.js');
+  const path = lockPathFor(o.project.file);
+  if (!(await stat(path).catch(() => undefined))) return undefined;
+  return readLock(path);
+}
+
+async function scopeFor(o: OpenProject, m: Machine, reset: boolean, pins: Pins | undefined): Promise<Scope<RumCtx>> {
   const exists = o.claimed.has(m);
   // A damaged record is salvaged, and said by the plan: the next build re-adopts the VM's files.
   const state = await StateStore.open(exists ? m.vm.path('state') : undefined, { ifDamaged: 'salvage' });
@@ -209,6 +219,7 @@ async function scopeFor(o: OpenProject, m: Machine, reset: boolean): Promise<Sco
     env: o.env,
     project: o.project,
     generation: state.generation + (reset ? 1 : 0),
+    ...(pins ? { pins } : {}),
   };
   return { name: m.name, ctx, state, reset };
 }
