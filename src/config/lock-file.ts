@@ -5,7 +5,7 @@
 // rum.lock is written by rum, read by rum and by people reviewing a diff: plain YAML, one entry
 // per distinct image.base, keyed by image.base exactly as rum.yaml writes it.
 import { readFile } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { basename } from 'node:path';
 import { isAlias, isMap, isScalar, LineCounter, parseDocument, visit, type Node } from 'yaml';
 import { ConfigError, RumError, type Diagnostic } from '../errors.js';
 import { writeAtomic } from '../files/atomic.js';
@@ -28,11 +28,7 @@ export interface PinnedImage {
 /** image.base as rum.yaml writes it -> what it was resolved to. */
 export type Pins = Record<string, PinnedImage>;
 
-/** rum.lock beside the config file: rum.yaml -> rum.lock, ci.rum.yml -> ci.rum.lock. */
-export function lockPathFor(configFile: string): string {
-  const name = basename(configFile).replace(/\.ya?ml$/, '');
-  return join(dirname(configFile), `${name}.lock`);
-}
+export { lockPathFor } from './find.js';
 
 /** The pins of the lock at `path`; undefined when there is no such file. */
 export async function readLock(path: string): Promise<Pins | undefined> {

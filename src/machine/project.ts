@@ -1,10 +1,10 @@
 // Owns: opening a project for a command: its rum.yaml, a Machine per machine (refusing a
 // directory another project owns), choosing machines by name, the project's lock, and the
 // engine over rum's rules for the chosen machines.
-import { mkdir, readFile, stat } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { cachedProject, rememberProject } from '../config/cache.js';
-import { readConfig } from '../config/find.js';
+import { cachedPins, cachedProject, rememberPins, rememberProject } from '../config/cache.js';
+import { lockPathFor, readConfig } from '../config/find.js';
 import type { Pins } from '../config/lock-file.js';
 import type { Project } from '../config/schema.js';
 import { RumError } from '../errors.js';
@@ -190,12 +190,21 @@ export async function engineFor(o: OpenProject, machines: Machine[], opts: PlanO
   return { nodes, digests, opts: { ...planOpts, reset: false } };
 }
 
-/** rum.lock's pins, read only when the file is there: yaml loads for it alone. */
+/** rum.lock's pins (none without the file); a lock read before is not parsed again. */
 export async function readPins(o: OpenProject): Promise<Pins | undefined> {
-  const { lockPathFor, readLock } = await import('../config/lock-file.js');
   const path = lockPathFor(o.project.file);
-  if (!(await stat(path).catch(() => undefined))) return undefined;
-  return readLock(path);
+  const bytes = await readFile(path).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return undefined;
+    throw new RumError('CONFIG_INVALID', `cannot read ${path}: ${err.message}`, undefined, { cause: err });
+  });
+  if (bytes === undefined) return undefined;
+  const text = bytes.toString('base64'); // the bytes exactly, as the cache's key
+  const cached = await cachedPins(path, text, o.env);
+  if (cached) return cached;
+  const { parseLock } = await import('../config/lock-file.js'); // yaml: only for a new or changed lock
+  const pins = parseLock(bytes, path);
+  await rememberPins(path, text, o.env, pins);
+  return pins;
 }
 
 async function scopeFor(o: OpenProject, m: Machine, reset: boolean, pins: Pins | undefined): Promise<Scope<RumCtx>> {
