@@ -134,8 +134,11 @@ async function fetchPinned<T>(c: RumCtx, pin: PinnedImage, fetch: (url: string, 
     return await fetch(throughMirror(pin.url!, c.config.image.mirror ?? c.env.RUM_IMAGE_MIRROR), parseChecksum(pin.digest));
   } catch (err) {
     if (!(err instanceof RumError) || err.code !== 'IMAGE') throw err;
-    const why = `rum.lock pins ${c.config.image.base} to ${pin.url} (resolved ${pin.resolved})`;
-    throw new RumError('IMAGE', err.message, `${err.hint ? `${err.hint}; ` : ''}${why}: \`rum update\` pins what the server has now`, { cause: err });
+    const base = c.config.image.base;
+    const why = `rum.lock pins ${base}${pin.url === base ? '' : ` to ${pin.url}`} (resolved ${pin.resolved}): \`rum update\` pins what the server has now`;
+    // A mismatch is the lock's to explain: its digest is the one expected.
+    const hint = err.message.startsWith('checksum mismatch') || !err.hint ? why : `${err.hint}; ${why}`;
+    throw new RumError('IMAGE', err.message, hint, { cause: err });
   }
 }
 

@@ -3,7 +3,8 @@
 // pieces around it: whether a pin answers rum.yaml, finding the dated build behind `latest` on a
 // local server, and pinning before a run (written once, then left alone).
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,7 +12,7 @@ import { test, type TestContext } from 'node:test';
 import { formatLock, lockPathFor, parseLock, readLock, type Pins } from '../../src/config/lock-file.js';
 import { ConfigError, type Diagnostic } from '../../src/errors.js';
 import { findDatedBuild, listedDirectories } from '../../src/image/dated.js';
-import { pinAnswers } from '../../src/image/pin.js';
+import { pinAnswers, resolvePin } from '../../src/image/pin.js';
 import { diffPins, pinMissing } from '../../src/machine/pinning.js';
 import type { OpenProject } from '../../src/machine/project.js';
 import { TestHttpServer } from '../helpers/http-server.js';
@@ -150,6 +151,47 @@ test('findDatedBuild: the newest dated build with the same digest, by its distri
   const noListing = await findDatedBuild('debian-13', { algo: 'sha512', hex: a }, mirror, { retries: 0 });
   assert.match(String(noListing.why), /no listing of the dated builds/);
 });
+
+test('resolvePin: without refresh, the image this cache holds (a VM made before the lock); with it, the moved latest', async (t) => {
+  const dir = await scratch(t);
+  const srv = await TestHttpServer.start();
+  t.after(() => srv.close());
+  const image = async (name: string) => {
+    await writeFile(join(dir, `${name}.raw`), randomBytes(256 * 1024));
+    execFileSync('qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'qcow2', join(dir, `${name}.raw`), join(dir, name)]);
+    return readFile(join(dir, name));
+  };
+  const hex = (b: Buffer) => createHash('sha512').update(b).digest('hex');
+  const builds: string[] = [];
+  const publish = (build: string, body: Buffer) => {
+    const file = `debian-12-genericcloud-amd64-${build}.qcow2`;
+    srv.file(`/m/bookworm/${build}/SHA512SUMS`, { body: `${hex(body)}  ${file}\n` });
+    builds.push(build);
+    srv.file('/m/bookworm/', { body: builds.map((b) => `<a href="${b}/">`).join('') });
+    srv.file('/m/bookworm/latest/debian-12-genericcloud-amd64.qcow2', { body });
+    srv.file('/m/bookworm/latest/SHA512SUMS', { body: `${hex(body)}  debian-12-genericcloud-amd64.qcow2\n` });
+  };
+  const [a, b] = [await image('a.qcow2'), await image('b.qcow2')];
+  const opts = { mirror: srv.url('/m/'), cacheDir: join(dir, 'cache'), now: new Date('2026-02-03T04:05:06.789Z') };
+  const ask = { base: 'debian-12', dir };
+  publish('20250101-1000', a);
+  const first = await resolvePin(ask, opts);
+  assert.deepEqual(first, { pin: { url: `${CANONICAL}20250101-1000/debian-12-genericcloud-amd64-20250101-1000.qcow2`, digest: `sha512:${hex(a)}`, size: a.length, resolved: '2026-02-03T04:05:06Z' } });
+  publish('20250201-1100', b);
+  assert.equal((await resolvePin(ask, opts))!.pin.digest, `sha512:${hex(a)}`, 'the cached image, not the moved latest');
+  const moved = await resolvePin(ask, { ...opts, refresh: true });
+  assert.equal(moved!.pin.url, `${CANONICAL}20250201-1100/debian-12-genericcloud-amd64-20250201-1100.qcow2`);
+  assert.equal(moved!.pin.digest, `sha512:${hex(b)}`);
+  // A mirror without a listing: `latest` by the distribution's URL, still pinned by digest, and said.
+  srv.file('/m/bookworm/', { body: 'nothing here', fail: { status: 404, times: 99 } });
+  const unlisted = await resolvePin(ask, opts);
+  assert.equal(unlisted!.pin.url, `${CANONICAL}latest/debian-12-genericcloud-amd64.qcow2`);
+  assert.equal(unlisted!.pin.digest, `sha512:${hex(b)}`);
+  assert.match(String(unlisted!.note), /names the moving .*latest.* \(no listing of the dated builds/);
+  assert.ok(srv.requests.every((r) => r.path.startsWith('/m/')), 'only the mirror was asked');
+});
+
+const CANONICAL = 'https://cloud.debian.org/images/cloud/bookworm/';
 
 test('pinMissing: a first run pins and writes; the next leaves the file alone; unused pins go', async (t) => {
   const dir = await scratch(t);
