@@ -56,17 +56,17 @@ export function pinAnswers(pin: PinnedImage, ask: ImageAsk): boolean {
   }
 }
 
-/**
- * Resolve an image: a shorthand to its dated build (found by digest), a URL to its digest, a
- * local file to its digest. A URL's image is fetched into the cache on the way (its size and
- * digest are only known so), so the build that follows finds it there. Undefined: a local file
- * that is not there (base-image says what is wrong with it).
- */
 /** The time as rum.lock records it: UTC, to the second. */
 export function lockTime(d: Date): string {
   return d.toISOString().replace(/\.\d{3}Z$/, 'Z');
 }
 
+/**
+ * Resolve an image: a shorthand to its dated build (found by digest), a URL to its digest, a
+ * local file to its digest. No image is downloaded for it (the build does that, verified against
+ * the pin) unless nothing else tells its digest: a URL with no image.checksum. Undefined: a local
+ * file that is not there (base-image says what is wrong with it).
+ */
 export async function resolvePin(ask: ImageAsk, opts: ResolveOptions = {}): Promise<Resolved | undefined> {
   const resolved = lockTime(opts.now ?? new Date());
   const kind = baseKind(ask.base);
@@ -78,28 +78,51 @@ export async function resolvePin(ask: ImageAsk, opts: ResolveOptions = {}): Prom
     const c = await fileChecksum(path, checksum?.algo ?? 'sha256', opts.signal);
     return { pin: { digest: formatChecksum(c), size: st.size, resolved } };
   }
-  const { ensureImage } = await import('./cache.js'); // http, tls: only when an image is resolved
+  const { cachedImage, ensureImage } = await import('./cache.js'); // http, tls: only when an image is resolved
+  const { checksumFromSums, remoteSize } = await import('./download.js');
+  const net = { retries: 2, ...(opts.signal ? { signal: opts.signal } : {}), ...opts.download };
+  const cache = { ...(opts.cacheDir ? { cacheDir: opts.cacheDir } : {}), ...(opts.signal ? { signal: opts.signal } : {}) };
   const common: EnsureImageOptions = {
-    ...(checksum ? { checksum } : {}),
     refresh: opts.refresh === true,
-    ...(opts.signal ? { signal: opts.signal } : {}),
+    ...cache,
     ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
     ...(opts.onWait ? { onWait: opts.onWait } : {}),
-    ...(opts.cacheDir ? { cacheDir: opts.cacheDir } : {}),
     ...(opts.download ? { download: opts.download } : {}),
   };
+  /** Digest and size without downloading the image: from the cache, else the size from the server. */
+  const known = async (url: string, c: Checksum): Promise<{ digest: string; size: number }> => {
+    const hit = await cachedImage(url, { ...cache, checksum: c });
+    const size = hit?.stamp.size ?? (await remoteSize(url, net));
+    if (size === undefined) {
+      // No size from the server: fetch it (the run would have to anyway).
+      const img = await ensureImage(url, { ...common, checksum: c });
+      return { digest: img.digest, size: img.stamp.size };
+    }
+    return { digest: formatChecksum(c), size };
+  };
   if (kind === 'url') {
+    // Without refresh, what this cache last had from the URL (what a VM here was made from).
+    const hit = opts.refresh ? undefined : await cachedImage(ask.base, { ...cache, ...(checksum ? { checksum } : {}) });
+    if (hit) return { pin: { url: ask.base, digest: hit.digest, size: hit.stamp.size, resolved } };
+    if (checksum) return { pin: { url: ask.base, ...(await known(ask.base, checksum)), resolved } };
+    // Nothing says what the URL holds but its bytes: fetched now, into the cache the build reads.
     const img = await ensureImage(ask.base, common);
     return { pin: { url: ask.base, digest: img.digest, size: img.stamp.size, resolved } };
   }
   const { resolveShorthand } = await import('./shorthands.js');
   const { findDatedBuild } = await import('./dated.js');
   const s = resolveShorthand(ask.base, opts.mirror);
-  const img = await ensureImage(s.url, { ...common, sums: { url: s.sumsUrl, algo: s.algo, fileName: s.fileName } });
-  const digest = parseChecksum(img.digest) satisfies Checksum;
+  const sums = { url: s.sumsUrl, algo: s.algo, fileName: s.fileName };
+  // Without refresh, the image this cache holds for the shorthand: a VM made before rum.lock was
+  // made from it, and keeps it. Else the digest the checksum list gives now (a moved `latest`).
+  const hit = opts.refresh || checksum ? undefined : await cachedImage(s.url, cache);
+  const at = hit
+    ? { digest: hit.digest, size: hit.stamp.size }
+    : await known(s.url, checksum ?? (await checksumFromSums(s.url, sums, net)));
+  const digest = parseChecksum(at.digest) satisfies Checksum;
   // One try each: an unreachable listing must not hold up an `up` whose image is cached.
   const dated = await findDatedBuild(ask.base, digest, opts.mirror, { retries: 0, ...(opts.signal ? { signal: opts.signal } : {}) });
-  const pin = { digest: img.digest, size: img.stamp.size, resolved };
+  const pin = { ...at, resolved };
   if (dated.url !== undefined) return { pin: { url: dated.url, ...pin } };
   return {
     pin: { url: resolveShorthand(ask.base).url, ...pin },

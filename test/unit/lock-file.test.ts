@@ -12,7 +12,9 @@ import { test, type TestContext } from 'node:test';
 import { formatLock, lockPathFor, parseLock, readLock, type Pins } from '../../src/config/lock-file.js';
 import { ConfigError, type Diagnostic } from '../../src/errors.js';
 import { findDatedBuild, listedDirectories } from '../../src/image/dated.js';
+import { ensureImage } from '../../src/image/cache.js';
 import { pinAnswers, resolvePin } from '../../src/image/pin.js';
+import { resolveShorthand } from '../../src/image/shorthands.js';
 import { diffPins, pinMissing } from '../../src/machine/pinning.js';
 import type { OpenProject } from '../../src/machine/project.js';
 import { TestHttpServer } from '../helpers/http-server.js';
@@ -177,6 +179,11 @@ test('resolvePin: without refresh, the image this cache holds (a VM made before 
   publish('20250101-1000', a);
   const first = await resolvePin(ask, opts);
   assert.deepEqual(first, { pin: { url: `${CANONICAL}20250101-1000/debian-12-genericcloud-amd64-20250101-1000.qcow2`, digest: `sha512:${hex(a)}`, size: a.length, resolved: '2026-02-03T04:05:06Z' } });
+  const images = () => srv.requests.filter((r) => r.path.endsWith('.qcow2'));
+  assert.ok(images().every((r) => r.bytesSent <= 1), 'resolving downloads no image: its size comes from one byte\'s Content-Range');
+  // A VM made before rum.lock: its build cached `latest` as it was then.
+  const s = resolveShorthand('debian-12', opts.mirror);
+  await ensureImage(s.url, { cacheDir: opts.cacheDir, sums: { url: s.sumsUrl, algo: s.algo, fileName: s.fileName } });
   publish('20250201-1100', b);
   assert.equal((await resolvePin(ask, opts))!.pin.digest, `sha512:${hex(a)}`, 'the cached image, not the moved latest');
   const moved = await resolvePin(ask, { ...opts, refresh: true });
@@ -186,7 +193,7 @@ test('resolvePin: without refresh, the image this cache holds (a VM made before 
   srv.file('/m/bookworm/', { body: 'nothing here', fail: { status: 404, times: 99 } });
   const unlisted = await resolvePin(ask, opts);
   assert.equal(unlisted!.pin.url, `${CANONICAL}latest/debian-12-genericcloud-amd64.qcow2`);
-  assert.equal(unlisted!.pin.digest, `sha512:${hex(b)}`);
+  assert.equal(unlisted!.pin.digest, `sha512:${hex(a)}`, 'update pinned b but fetched nothing: the cache still holds a');
   assert.match(String(unlisted!.note), /names the moving .*latest.* \(no listing of the dated builds/);
   assert.ok(srv.requests.every((r) => r.path.startsWith('/m/')), 'only the mirror was asked');
 });
