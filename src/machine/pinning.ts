@@ -110,7 +110,9 @@ async function resolveOne(ask: Ask, refresh: boolean, ev: PinEvents): Promise<Pi
     onProgress: (p) => ev.progress?.(`resolving ${ask.base} for rum.lock: ${progressText(p)}`),
   });
   if (r?.note) ev.note?.(r.note);
-  return r?.pin;
+  // A file that is not what image.checksum names is base-image's to report, with rum.yaml's words;
+  // pinned, it would only be resolved (and the lock rewritten) again at every run.
+  return r && pinAnswers(r.pin, ask) ? r.pin : undefined;
 }
 
 const samePin = (a: PinnedImage, b: PinnedImage) => a.url === b.url && a.digest === b.digest && a.size === b.size;

@@ -220,6 +220,12 @@ test('pinMissing: a first run pins and writes; the next leaves the file alone; u
   await writeFile(join(dir, 'rum.lock'), formatLock({ ...pins, 'debian-12': PINS['debian-12']! }));
   assert.deepEqual((await pinMissing(o, [config])).map((c) => [c.image, c.change]), [['./base.qcow2', 'same'], ['debian-12', 'removed']]);
   assert.deepEqual(Object.keys((await readLock(join(dir, 'rum.lock')))!), ['./base.qcow2']);
+
+  // A file that is not what image.checksum names is left for base-image to report: no pin.
+  const wrong = { image: { base: './base.qcow2', checksum: `sha256:${'0'.repeat(64)}` }, dir } as unknown as typeof config;
+  const o2 = { ...o, project: { ...o.project, machines: [wrong] } } as OpenProject;
+  assert.deepEqual((await pinMissing(o2, [wrong])).map((c) => [c.image, c.change]), [['./base.qcow2', 'removed']]);
+  assert.deepEqual(await readLock(join(dir, 'rum.lock')), {});
 });
 
 test('diffPins: added, changed, removed and same, in the lock order', () => {
