@@ -45,12 +45,15 @@ export interface Diagnostic {
   source?: string; // the offending line's text
 }
 
-/** Every problem found in rum.yaml, reported at once. */
+/** Every problem found in rum.yaml (or another file rum reads, such as rum.lock), reported at once. */
 export class ConfigError extends RumError {
-  constructor(readonly diagnostics: Diagnostic[]) {
+  constructor(
+    readonly diagnostics: Diagnostic[],
+    what = 'rum.yaml',
+  ) {
     super(
       'CONFIG_INVALID',
-      diagnostics.length === 1 ? 'rum.yaml has a problem' : `rum.yaml has ${diagnostics.length} problems`,
+      diagnostics.length === 1 ? `${what} has a problem` : `${what} has ${diagnostics.length} problems`,
     );
   }
 }

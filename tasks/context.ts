@@ -1,5 +1,6 @@
 // Owns: what every rum rule reads: its machine (config, directory, lifecycle operations), the
 // project it belongs to, the run's environment and the instance generation.
+import type { Pins } from '../src/config/lock-file.js';
 import type { Config, Project } from '../src/config/schema.js';
 import type { Machine } from '../src/machine/machine.js';
 import type { VmDir } from '../src/paths.js';
@@ -13,4 +14,7 @@ export interface RumCtx {
   env: NodeJS.ProcessEnv;
   /** Bumped by --reset; the guest's instance-id comes from it. */
   generation: number;
+  /** rum.lock's pins, by image.base as written (none: no lock yet). Read-only: the commands
+   * resolve and write them before the graph is planned. */
+  pins?: Pins;
 }

@@ -2,7 +2,9 @@
 // TTY, --json on stdout. Progress goes to stderr so stdout stays data.
 import kleur from 'kleur';
 import { formatDiagnostic } from '../config/frame.js';
+import type { PinnedImage } from '../config/lock-file.js';
 import { ConfigError, exitCodes, isRumError } from '../errors.js';
+import type { PinChange } from '../machine/pinning.js';
 import { asNoSpace } from '../files/space.js';
 import { changing, describeReason, describeWarning, planChanges, type EngineWarning, type Outcome, type RunEvent } from '../graph/events.js';
 import type { Plan, PlannedNode } from '../graph/plan.js';
@@ -147,6 +149,27 @@ export class Output {
     if (this.json) return this.data(resultJson(r, vmName));
     const built = [...r.outcomes].filter(([, o]) => o.type === 'built' || o.type === 'cutoff');
     if (built.length === 0 && !r.failure) this.info(this.ek.green('up to date: nothing to do'));
+  }
+
+  /** `rum update`: each image's old and new pin. The JSON holds the pins whole. */
+  pinChanges(r: { lock: string; changes: PinChange[]; written: boolean; dryRun: boolean }): void {
+    if (this.json) return this.data({ lock: r.lock, written: r.written, images: r.changes });
+    const k = this.k;
+    const short = (d: string) => d.replace(/^(\w+:[0-9a-f]{16})[0-9a-f]+$/, '$1…');
+    const line = (p: PinnedImage) => `${visible(p.url ?? '(local file)')}\n      ${short(p.digest)}, ${p.size} bytes, resolved ${p.resolved}`;
+    for (const c of r.changes) {
+      if (c.change === 'same') this.out(`${visible(c.image)}: ${k.green('unchanged')} ${k.dim(`(${visible(c.new!.url ?? short(c.new!.digest))})`)}`);
+      else {
+        this.out(`${visible(c.image)}: ${k.yellow(c.change)}`);
+        if (c.old) this.out(`  ${k.red('-')} ${line(c.old)}`);
+        if (c.new) this.out(`  ${k.green('+')} ${line(c.new)}`);
+      }
+    }
+    if (r.changes.length === 0) this.out('rum.yaml names no base image to pin');
+    const changed = r.changes.some((c) => c.change === 'changed');
+    if (r.written) this.info(`${r.lock} written: commit it${changed ? '; an existing VM keeps its disk until `rum up --reset` (`rum up` says so)' : ''}`);
+    else if (r.dryRun && r.changes.some((c) => c.change !== 'same')) this.info(`${r.lock} not written (--dry-run)`);
+    else this.info(`${r.lock} is up to date`);
   }
 
   /** `rum doctor`: one line per check, ✓ / ! / ✗, and the fix after a dash. */

@@ -26,6 +26,7 @@ program
   .option('-y, --yes', 'Do not ask for confirmation')
   .option('--attach', 'Then stay in the foreground with the port forwards (nat) and the inotify bridge, until Ctrl-C')
   .option('--no-wait', 'Fail at once if another rum is working on this VM')
+  .option('--locked', 'Use rum.lock as it is: fail when it is missing or does not match rum.yaml (for CI)')
   .example('up')
   .example('up web db')
   .action(lazy(async () => (await import('./commands/up.js')).up));
@@ -36,6 +37,12 @@ program
   .option('--no-wait', 'Fail at once if another rum is working on this VM')
   .example('build user-data seed-iso')
   .action(lazy(async () => (await import('./commands/build.js')).build));
+
+program
+  .command('update')
+  .describe("Resolve rum.yaml's base images again (a moved `latest`), show what changes, and write rum.lock")
+  .option('-n, --dry-run', 'Show what would change; write nothing (exit 10 when something would change)')
+  .action(lazy(async () => (await import('./commands/update.js')).update));
 
 program
   .command('status')

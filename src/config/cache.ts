@@ -1,4 +1,4 @@
-// Owns: remembering a validated rum.yaml, so a fast command on an unchanged file pays neither
+// Owns: remembering a validated rum.yaml (and rum.lock), so a fast command on an unchanged file pays neither
 // for the yaml parser nor for zod (together more than Node's own start-up). Keyed by the file's
 // path and bytes, rum's version and what resolution reads from the environment.
 import { mkdir, readFile, stat } from 'node:fs/promises';
@@ -6,6 +6,7 @@ import { join, resolve } from 'node:path';
 import { writeAtomic } from '../files/atomic.js';
 import { digestOf } from '../graph/digest.js';
 import { cacheHome } from '../paths.js';
+import type { Pins } from './lock-file.js';
 import type { Project } from './schema.js';
 
 declare const RUM_VERSION: string | undefined;
@@ -49,6 +50,29 @@ export async function rememberProject(file: string, text: string, env: NodeJS.Pr
   try {
     await mkdir(resolve(path, '..'), { recursive: true });
     await writeAtomic(path, JSON.stringify({ key: keyOf(file, text, env), project } satisfies Entry));
+  } catch {
+    // A cache: failing to write it only costs speed next time.
+  }
+}
+
+// rum.lock's pins by the lock's path and bytes: a fast command with a lock loads no yaml either.
+const pinsPath = (file: string, env: NodeJS.ProcessEnv) => join(cacheHome(env), 'rum', 'config', `${digestOf(file)}.lock.json`);
+const pinsKey = (file: string, text: string) => digestOf(JSON.stringify([FORMAT, VERSION, file, text]));
+
+export async function cachedPins(file: string, text: string, env: NodeJS.ProcessEnv): Promise<Pins | undefined> {
+  try {
+    const entry = JSON.parse(await readFile(pinsPath(file, env), 'utf8')) as { key?: string; pins?: Pins };
+    return entry?.key === pinsKey(file, text) && entry.pins && typeof entry.pins === 'object' ? entry.pins : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export async function rememberPins(file: string, text: string, env: NodeJS.ProcessEnv, pins: Pins): Promise<void> {
+  const path = pinsPath(file, env);
+  try {
+    await mkdir(resolve(path, '..'), { recursive: true });
+    await writeAtomic(path, JSON.stringify({ key: pinsKey(file, text), pins }));
   } catch {
     // A cache: failing to write it only costs speed next time.
   }

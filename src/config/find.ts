@@ -1,11 +1,16 @@
-// Owns: finding rum.yaml (here or in a parent, like git) and reading it. Kept apart from the
+// Owns: finding rum.yaml (here or in a parent, like git) and reading it; where its rum.lock is. Kept apart from the
 // parser so a fast command with a cached config never loads yaml or zod.
 import { statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { ConfigError, RumError } from '../errors.js';
 
 export const CONFIG_FILE = 'rum.yaml';
+
+/** rum.lock beside the config file: rum.yaml -> rum.lock, ci.rum.yml -> ci.rum.lock. */
+export function lockPathFor(configFile: string): string {
+  return join(dirname(configFile), `${basename(configFile).replace(/\.ya?ml$/, '')}.lock`);
+}
 
 /** The rum.yaml in `startDir` or the nearest parent directory, like git finds .git. */
 export function findConfig(startDir: string): string {

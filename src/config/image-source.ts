@@ -15,6 +15,13 @@ const SCHEME = /^([A-Za-z][A-Za-z0-9+.-]*):/;
 // Exactly as the base-image rule tests for a URL, and a host right after the slashes.
 const HTTP_START = /^https?:\/\/[^/\\]/;
 
+/** How image.base is read: a URL by a literal `http://` or `https://`; a path when it has a `/`,
+ * starts with `.` or ends like an image file; anything else names a shorthand. */
+export function baseKind(base: string): 'url' | 'path' | 'shorthand' {
+  if (/^https?:\/\//.test(base)) return 'url';
+  return base.includes('/') || base.startsWith('.') || /\.(qcow2|img|raw)$/.test(base) ? 'path' : 'shorthand';
+}
+
 /** What is wrong with image.base; undefined for a shorthand, a usable http(s) URL, or a path. */
 export function baseProblem(base: string): SourceProblem | undefined {
   const scheme = SCHEME.exec(base)?.[1]?.toLowerCase();

@@ -96,6 +96,16 @@ export async function ensureImage(url: string, opts: EnsureImageOptions = {}): P
   }
 }
 
+/**
+ * What the cache holds for `url` (its last verified image) or for the digest `checksum`, without
+ * touching the network; undefined when it holds neither.
+ */
+export async function cachedImage(url: string, opts: Pick<EnsureImageOptions, 'checksum' | 'cacheDir' | 'signal'> = {}): Promise<CachedImage | undefined> {
+  const cache = new ImageCache(opts.cacheDir ?? imageCacheDir(), opts.signal);
+  await cache.prepare();
+  return cache.lookup(url, urlKey(url), { ...(opts.checksum ? { checksum: opts.checksum } : {}) });
+}
+
 class ImageCache {
   readonly dir: string;
   constructor(

@@ -122,6 +122,23 @@ export async function checksumFromSums(
   return { algo: sums.algo, hex };
 }
 
+/**
+ * The size of the file at `url` without fetching it: asked for its first byte, which a server
+ * with Range answers with the whole size in Content-Range; one without, with Content-Length (the
+ * body is not read). Undefined when the server says neither.
+ */
+export async function remoteSize(url: string, opts: DownloadOptions = {}): Promise<number | undefined> {
+  const res = await get(url, { range: 'bytes=0-0' }, opts);
+  try {
+    if (res.statusCode === 206) return parseContentRange(res.headers['content-range'])?.total;
+    if (res.statusCode !== 200) throw statusError(res, url);
+    const n = Number(res.headers['content-length']);
+    return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
+  } finally {
+    res.destroy();
+  }
+}
+
 /** A small text file (a checksum list), with the same redirect and retry rules. */
 export async function fetchText(url: string, opts: DownloadOptions = {}): Promise<string> {
   const retries = opts.retries ?? 5;

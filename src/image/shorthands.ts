@@ -28,16 +28,38 @@ interface Shorthand {
   distro: Distribution;
   dir: string; // below distro.root, ends with '/'
   fileName: string;
+  dated: Dated;
 }
+
+/** Where the fixed builds that `dir` moves between sit: directories beside it, one per build. */
+interface Dated {
+  parent: string; // below distro.root, ends with '/': the directory listing them
+  build: RegExp; // a build's directory name
+  fileName: (build: string) => string; // the image's name in that directory (and its checksum list)
+}
+
+// Debian: bookworm/20250115-1993/debian-12-genericcloud-amd64-20250115-1993.qcow2 beside
+// bookworm/latest/debian-12-genericcloud-amd64.qcow2. Ubuntu: releases/24.04/release-20240423/
+// with the same file name as in release/ (a respin gets a suffix: release-20240423.1).
+const debianDated = (codename: string, version: string): Dated => ({
+  parent: `${codename}/`,
+  build: /^\d{8}-\d+$/,
+  fileName: (build) => `debian-${version}-genericcloud-amd64-${build}.qcow2`,
+});
+const ubuntuDated = (version: string): Dated => ({
+  parent: `releases/${version}/`,
+  build: /^release-\d{8}(\.\d+)?$/,
+  fileName: () => `ubuntu-${version}-server-cloudimg-amd64.img`,
+});
 
 // amd64 only. Debian: the `latest` genericcloud build (the cloud-init image without hardware
 // drivers); it moves with each point release, so the cache keys it by its verified digest.
 // Ubuntu: the `release` directory's server cloud image.
 const SHORTHANDS: Record<string, Shorthand> = {
-  'debian-12': { distro: DEBIAN, dir: 'bookworm/latest/', fileName: 'debian-12-genericcloud-amd64.qcow2' },
-  'debian-13': { distro: DEBIAN, dir: 'trixie/latest/', fileName: 'debian-13-genericcloud-amd64.qcow2' },
-  'ubuntu-22.04': { distro: UBUNTU, dir: 'releases/22.04/release/', fileName: 'ubuntu-22.04-server-cloudimg-amd64.img' },
-  'ubuntu-24.04': { distro: UBUNTU, dir: 'releases/24.04/release/', fileName: 'ubuntu-24.04-server-cloudimg-amd64.img' },
+  'debian-12': { distro: DEBIAN, dir: 'bookworm/latest/', fileName: 'debian-12-genericcloud-amd64.qcow2', dated: debianDated('bookworm', '12') },
+  'debian-13': { distro: DEBIAN, dir: 'trixie/latest/', fileName: 'debian-13-genericcloud-amd64.qcow2', dated: debianDated('trixie', '13') },
+  'ubuntu-22.04': { distro: UBUNTU, dir: 'releases/22.04/release/', fileName: 'ubuntu-22.04-server-cloudimg-amd64.img', dated: ubuntuDated('22.04') },
+  'ubuntu-24.04': { distro: UBUNTU, dir: 'releases/24.04/release/', fileName: 'ubuntu-24.04-server-cloudimg-amd64.img', dated: ubuntuDated('24.04') },
 };
 
 export const shorthandNames: readonly string[] = Object.keys(SHORTHANDS);
@@ -62,6 +84,56 @@ export function isShorthand(name: string): boolean {
  * an http(s) URL without query, fragment or credentials.
  */
 export function resolveShorthand(name: string, mirror?: string): ResolvedImage {
+  const s = shorthand(name);
+  const root = rootFor(s.distro, mirror);
+  return {
+    url: root + s.dir + s.fileName,
+    sumsUrl: root + s.dir + s.distro.sums,
+    algo: s.distro.algo,
+    fileName: s.fileName,
+  };
+}
+
+/** A shorthand's fixed builds: the listing to find them in (through the mirror), and each
+ * build's image, by its distribution's URL (what rum.lock records) and through the mirror. */
+export interface DatedBuilds {
+  listingUrl: string;
+  isBuild(dirName: string): boolean;
+  build(dirName: string): ResolvedImage & { canonicalUrl: string };
+}
+
+export function datedBuilds(name: string, mirror?: string): DatedBuilds {
+  const s = shorthand(name);
+  const root = rootFor(s.distro, mirror);
+  return {
+    listingUrl: root + s.dated.parent,
+    isBuild: (dirName) => s.dated.build.test(dirName),
+    build: (dirName) => {
+      const path = `${s.dated.parent}${dirName}/`;
+      const fileName = s.dated.fileName(dirName);
+      return { url: root + path + fileName, canonicalUrl: s.distro.root + path + fileName, sumsUrl: root + path + s.distro.sums, algo: s.distro.algo, fileName };
+    },
+  };
+}
+
+/** The URL to fetch a distribution's file from: through the mirror when there is one. Other
+ * URLs are left as they are (a mirror stands in for the distributions' servers only). */
+export function throughMirror(url: string, mirror?: string): string {
+  if (mirror === undefined || mirror === '') return url;
+  for (const d of [DEBIAN, UBUNTU]) if (url.startsWith(d.root)) return mirrorRoot(mirror) + url.slice(d.root.length);
+  return url;
+}
+
+/** Whether `url` is a file on a distribution's server that shorthands name (rum.lock's check). */
+export function isDistributionUrl(name: string, url: string): boolean {
+  return url.startsWith(shorthand(name).distro.root);
+}
+
+function rootFor(d: Distribution, mirror: string | undefined): string {
+  return mirror === undefined || mirror === '' ? d.root : mirrorRoot(mirror);
+}
+
+function shorthand(name: string): Shorthand {
   const s = Object.hasOwn(SHORTHANDS, name) ? SHORTHANDS[name] : undefined;
   if (!s) {
     const near = didYouMean(name, shorthandNames);
@@ -73,13 +145,7 @@ export function resolveShorthand(name: string, mirror?: string): ResolvedImage {
         : `known shorthands: ${shorthandNames.join(', ')}; or give an http(s) URL or a path`,
     );
   }
-  const root = mirror === undefined || mirror === '' ? s.distro.root : mirrorRoot(mirror);
-  return {
-    url: root + s.dir + s.fileName,
-    sumsUrl: root + s.dir + s.distro.sums,
-    algo: s.distro.algo,
-    fileName: s.fileName,
-  };
+  return s;
 }
 
 /** The mirror as a base URL, judged as rum.yaml's image.mirror is (RUM_IMAGE_MIRROR comes here

@@ -3,8 +3,9 @@
 // engine over rum's rules for the chosen machines.
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { cachedProject, rememberProject } from '../config/cache.js';
-import { readConfig } from '../config/find.js';
+import { cachedPins, cachedProject, rememberPins, rememberProject } from '../config/cache.js';
+import { lockPathFor, readConfig } from '../config/find.js';
+import type { Pins } from '../config/lock-file.js';
 import type { Project } from '../config/schema.js';
 import { RumError } from '../errors.js';
 import { writeAtomic } from '../files/atomic.js';
@@ -175,7 +176,8 @@ export async function engineFor(o: OpenProject, machines: Machine[], opts: PlanO
   const rulesP = import('../../tasks/index.js');
   const { resetOnly, ...planOpts } = opts;
   const resets = (m: Machine) => planOpts.reset === true && (resetOnly === undefined || resetOnly.includes(m));
-  const scopes = await Promise.all(machines.map((m) => scopeFor(o, m, resets(m))));
+  const pins = await readPins(o);
+  const scopes = await Promise.all(machines.map((m) => scopeFor(o, m, resets(m), pins)));
   // Keyed by file identity: any machine's directory serves; the first one that exists.
   const home = machines.find((m) => o.claimed.has(m));
   const digests = await DigestCache.open(home?.vm.path('digestCache'));
@@ -188,7 +190,24 @@ export async function engineFor(o: OpenProject, machines: Machine[], opts: PlanO
   return { nodes, digests, opts: { ...planOpts, reset: false } };
 }
 
-async function scopeFor(o: OpenProject, m: Machine, reset: boolean): Promise<Scope<RumCtx>> {
+/** rum.lock's pins (none without the file); a lock read before is not parsed again. */
+export async function readPins(o: OpenProject): Promise<Pins | undefined> {
+  const path = lockPathFor(o.project.file);
+  const bytes = await readFile(path).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return undefined;
+    throw new RumError('CONFIG_INVALID', `cannot read ${path}: ${err.message}`, undefined, { cause: err });
+  });
+  if (bytes === undefined) return undefined;
+  const text = bytes.toString('base64'); // the bytes exactly, as the cache's key
+  const cached = await cachedPins(path, text, o.env);
+  if (cached) return cached;
+  const { parseLock } = await import('../config/lock-file.js'); // yaml: only for a new or changed lock
+  const pins = parseLock(bytes, path);
+  await rememberPins(path, text, o.env, pins);
+  return pins;
+}
+
+async function scopeFor(o: OpenProject, m: Machine, reset: boolean, pins: Pins | undefined): Promise<Scope<RumCtx>> {
   const exists = o.claimed.has(m);
   // A damaged record is salvaged, and said by the plan: the next build re-adopts the VM's files.
   const state = await StateStore.open(exists ? m.vm.path('state') : undefined, { ifDamaged: 'salvage' });
@@ -209,6 +228,7 @@ async function scopeFor(o: OpenProject, m: Machine, reset: boolean): Promise<Sco
     env: o.env,
     project: o.project,
     generation: state.generation + (reset ? 1 : 0),
+    ...(pins ? { pins } : {}),
   };
   return { name: m.name, ctx, state, reset };
 }

@@ -13,6 +13,7 @@ export interface CommonOptions {
   config?: string;
   json?: boolean;
   wait?: boolean; // --no-wait sets it false
+  locked?: boolean; // use rum.lock as it is: fail when it is missing or does not match rum.yaml
   /** Positional words (sade): machine names, a command, targets. */
   _?: string[];
 }
@@ -40,6 +41,7 @@ export async function planFor(
 ): Promise<{ o: OpenProject; machines: Machine[]; plan: Plan }> {
   const o = await openProject({ config: opts.config, ...load });
   const machines = pick(o, names, { withNeeds: true });
+  if (opts.locked) await (await import('../../machine/pinning.js')).checkLocked(o);
   const e = await engineFor(o, machines, planOpts);
   const plan = await makePlan(e);
   await e.digests.save();
@@ -52,6 +54,8 @@ export interface RunHooks {
   before?: (machines: Machine[], planOpts: PlanOptions) => Promise<void>;
   /** A stateful artifact is gone: return to go on as --reset, throw to stop. Default: stop. */
   onLost?: (lost: PlannedNode[]) => Promise<void>;
+  /** Bring rum.lock in step first (`up`): pin the images it lacks, or with `locked` only check it. */
+  pin?: { locked: boolean };
   /** The final plan, before anything runs: throw to stop. */
   afterPlan?: (plan: Plan, machines: Machine[]) => Promise<void>;
 }
@@ -83,6 +87,7 @@ export async function runGraph(
     onWait: (pid) => out.info(`waiting for another rum (pid ${pid}) to finish with ${o.project.single ? `VM ${o.machines[0]!.domain}` : `project ${o.project.name}`}...`),
   });
   try {
+    if (hooks.pin) await pinImages(out, o, machines, hooks.pin.locked, controller.signal);
     await hooks.before?.(planOpts.reset ? asked : machines, planOpts);
     let e = await engineFor(o, machines, { ...planOpts, resetOnly: asked });
     let plan = await makePlan(e, controller.signal);
@@ -109,6 +114,21 @@ export async function runGraph(
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigint);
   }
+}
+
+/** rum.lock before the plan reads it: checked as it is (--locked), or the images it lacks pinned
+ * and written (a first `up`, a new image.base). */
+async function pinImages(out: Output, o: OpenProject, machines: Machine[], locked: boolean, signal: AbortSignal): Promise<void> {
+  const { checkLocked, pinMissing } = await import('../../machine/pinning.js');
+  if (locked) {
+    await checkLocked(o);
+    return;
+  }
+  const changes = await pinMissing(o, machines.map((m) => m.config), { progress: (t) => out.waiting(t), note: (t) => out.notice(t), signal }).catch((err: unknown) => {
+    if (signal.aborted) throw new RumError('INTERRUPTED', 'interrupted: nothing was left half-written', 'run the command again to finish', { cause: err });
+    throw err;
+  });
+  for (const c of changes) if (c.change === 'added' || c.change === 'changed') out.info(`rum.lock: ${c.image} pinned to ${c.new!.url ?? c.new!.digest}`);
 }
 
 /** What is gone, in one sentence ("the VM's disk ... is gone"). */

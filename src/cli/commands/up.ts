@@ -98,7 +98,8 @@ export async function up(first: string | undefined, opts: UpOptions): Promise<nu
     const who = all.length === 1 ? 'the guest' : lose.map((m) => m.name).join(', ');
     await confirm(out, `${who} ${lose.length > 1 ? 'are' : 'is'} suspended, but the definition changed since: the saved memory is discarded and the guest boots afresh (its disk is kept). Continue?`);
   };
-  const { o, machines, result, plan } = await runGraph(out, opts, planOpts, names, { before, onLost, afterPlan });
+  const pin = { locked: opts.locked === true };
+  const { o, machines, result, plan } = await runGraph(out, opts, planOpts, names, { before, onLost, afterPlan, pin });
   throwIfFailed(result);
   // What really happened, not what the plan feared: early cutoff may have kept a node fresh.
   const kept = plan.nodes.filter((n) => result.outcomes.get(n.id)?.type === 'kept');
