@@ -2,7 +2,8 @@
 // files stay theirs, QEMU reaches them by ACL, the whole chain named in the domain XML), with a
 // virtiofs share. Saved while running and while off; restored after asking (a running guest is
 // stopped); the graph restarts only the guest; a middle snapshot merged away; every layer sound
-// by qemu-img check; --reset refuses to drop snapshots unasked; destroy leaves nothing.
+// by qemu-img check; --reset refuses to drop snapshots unasked and drops them when asked;
+// destroy leaves nothing.
 import assert from 'node:assert/strict';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -103,6 +104,14 @@ test(`snapshot as ${TEST_USER}: save running and off, restore after asking, rm m
   const rmLive = await p.rum('snapshot', 'rm', 's3');
   assert.equal(rmLive.code, 7, rmLive.stderr);
   assert.match(rmLive.stderr, /the running guest reads snapshot s3's layer/);
+
+  // Asked for: a fresh first-boot disk, and the snapshots go with the old one.
+  const fresh = await p.rum('up', '--reset', '--drop-snapshots', '-y');
+  assert.equal(fresh.code, 0, `${fresh.stderr}\n${tail(join(p.vmDir, 'console.log'))}`);
+  assert.equal((await p.exec('test -e ~/a && echo kept || echo fresh')).stdout.trim(), 'fresh');
+  assert.deepEqual(await layers(), []);
+  assert.deepEqual((await p.rumJson('snapshot', 'list')).snapshots, []);
+  await sound(join(p.vmDir, 'disk.qcow2'));
 
   const gone = await p.rum('destroy', '-y');
   assert.equal(gone.code, 0, gone.stderr);

@@ -157,6 +157,20 @@ test('a stray layer is removed, unless the disk still reads from it', async (t) 
   sound(vm.path('overlay'));
 });
 
+test('dropAll (up --reset --drop-snapshots): the record goes first, the layers once the new disk stands', async (t) => {
+  const { vm, base, snaps } = vmFor(t);
+  await snaps.save('s1');
+  let seen: string[] | undefined;
+  await snaps.dropAll(async () => {
+    seen = readdirSync(vm.path('layers'));
+    assert.deepEqual((await readSnapshots(vm)).snapshots, [], 'no snapshot is named while the new disk is made');
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', base, vm.path('overlay'), '16M']);
+  });
+  assert.equal(seen?.length, 1, 'the old disk could still read its layer until the new one stood');
+  assert.throws(() => statSync(vm.path('layers')), /ENOENT/);
+  assert.equal(backing(vm.path('overlay')), base);
+});
+
 test('a damaged record is refused with where to look, never guessed at', async (t) => {
   const { vm } = vmFor(t);
   writeFileSync(vm.path('snapshots'), '{"snapshots": [{"name": "../x", "id": "zz", "created": "", "parent": null}], "disk": {"on": null}}');
