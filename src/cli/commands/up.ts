@@ -102,8 +102,14 @@ export async function up(first: string | undefined, opts: UpOptions): Promise<nu
   const { o, machines, result, plan } = await runGraph(out, opts, planOpts, names, { before, onLost, afterPlan, pin });
   throwIfFailed(result);
   // What really happened, not what the plan feared: early cutoff may have kept a node fresh.
-  const kept = plan.nodes.filter((n) => result.outcomes.get(n.id)?.type === 'kept');
-  for (const h of [...planHints({ ...plan, nodes: kept }, o.project.single), ...apartHints(machines)]) out.notice(h);
+  // A new user-data is said too: what the running guest does with it waits for its next start.
+  const said = plan.nodes.flatMap((n): PlannedNode[] => {
+    const t = result.outcomes.get(n.id)?.type;
+    if (t === 'kept' || (n.rule.id === 'user-data' && t === 'built')) return [n];
+    // The disk only tells whether the first boot was done; what the plan feared for it may not have come.
+    return n.rule.id === 'overlay' ? [{ ...n, action: 'none' }] : [];
+  });
+  for (const h of [...planHints({ ...plan, nodes: said }, o.project.single), ...apartHints(machines)]) out.notice(h);
   out.result(result, subjectOf(o));
   if (opts.attach) {
     const m = names.length === 1 ? machines.find((x) => x.name === names[0])! : machines[0]!;
