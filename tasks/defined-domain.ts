@@ -3,6 +3,7 @@
 import { defineRule } from '../src/graph/rule.js';
 import type { RumCtx } from './context.js';
 import { domainXml } from './domain-xml.js';
+import { overlay } from './overlay.js';
 import { layersInput } from './snapshots.js';
 
 export const definedDomain = defineRule({
@@ -10,6 +11,7 @@ export const definedDomain = defineRule({
   kind: 'effect',
   version: 1,
   deps: [domainXml],
+  after: [overlay], // see domain-xml: the layers may change within the run
   verbs: { build: 'define', rebuild: 'redefine' },
   // The layers: a snapshot moves the disk onto a new chain, which the definition must name (and
   // which a snapshot of a running guest leaves libvirt's definition pointing past).

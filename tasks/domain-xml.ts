@@ -11,6 +11,7 @@ import { baseImage } from './base-image.js';
 import type { RumCtx } from './context.js';
 import { sshPort } from './ssh-port.js';
 import { resolveMounts } from '../src/mounts/resolve.js';
+import { overlay } from './overlay.js';
 import { layersInput } from './snapshots.js';
 
 /** auto: kvm only when it really works here (a /dev/kvm alone is not enough on nested hosts). */
@@ -37,6 +38,9 @@ export const domainXml = defineRule({
   kind: 'derived',
   version: 5, // 3: QEMU runs as the user under qemu:///system; 4: only root's, else libvirt's QEMU user; 5: keepOwners
   deps: [sshPort, baseImage],
+  // Order only: a run that makes a new disk (--reset drops the snapshots) changes the layers this
+  // reads; assessed after it, the definition names the chain the new disk has.
+  after: [overlay],
   inputs: async (c: RumCtx) => {
     const { config } = c;
     const t = await domainType(c);

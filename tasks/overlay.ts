@@ -48,8 +48,9 @@ export const overlay = defineRule({
           if (!sound.ok || info.backingFile !== base.path) throw new RumError('IMAGE', `the new disk ${tmp} is not sound: ${sound.ok ? 'wrong backing file' : sound.message}`);
         },
       });
-    // A reset's snapshots go with the old disk (`up` refused a reset that would drop any unasked).
-    await (exists ? (await ctx.machine.snapshots()).dropAll(make) : make());
+    // A fresh disk sits on no snapshot: a reset's (or a lost disk's) snapshots go with the old one
+    // (`up` refused to drop any unasked).
+    await (await ctx.machine.snapshots()).dropAll(make);
     // Its identity is its creation, not its ever-changing content.
     return { digest: digestOf(`overlay:${base.path}:${ctx.generation}`), data: { size } };
   },

@@ -70,6 +70,14 @@ export async function rebase(path: string, opts: { backing: string; backingForma
   await qemuImg(['rebase', '-q', '-f', 'qcow2', '-F', opts.backingFormat, '-b', opts.backing, '--', path]);
 }
 
+/** Whether the image holds any cluster of its own (written, or written as zeros), not only what
+ * its backing file gives: qemu-img map's entries at depth 0. */
+export async function mapsOwnData(path: string): Promise<boolean> {
+  const out = await qemuImg(['map', '--force-share', '--output=json', '-f', 'qcow2', '--', path]);
+  const entries = JSON.parse(out.stdout) as { depth?: number; present?: boolean }[];
+  return entries.some((e) => e.depth === 0 && e.present === true);
+}
+
 /** Grow a disk to `sizeBytes`. Never shrinks: that would cut off the guest's data. */
 export async function resize(path: string, sizeBytes: number, format?: ImageFormat): Promise<void> {
   const info = await imageInfo(path);

@@ -158,6 +158,7 @@ export class Machine {
         const s = (await this.domainFacts()).state;
         return s !== undefined && s !== 'shut off' && s !== 'crashed' && s !== 'suspended';
       },
+      suspended: async () => (await this.domainFacts()).state === 'suspended',
       liveTop: async () => ((await this.state()) === undefined ? undefined : this.virsh.liveDiskSource(this.domain, target)),
       moveTop: async (file) => {
         const [{ diskSnapshotXml }, { writeAtomic }, { keepsOwners }] = await Promise.all([

@@ -22,7 +22,7 @@ export interface Snapshot {
 
 type Pending =
   | { op: 'save'; name: string; id: string; tmp: string }
-  | { op: 'restore'; name: string; id: string; tmp: string }
+  | { op: 'restore'; name: string; id: string; tmp: string; topIno: number }
   | { op: 'rm'; name: string; id: string };
 
 export interface SnapshotRecord {
@@ -35,6 +35,7 @@ export interface SnapshotRecord {
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const ID = /^[0-9a-z]{6,32}$/;
+const TMP = /\/disk\.qcow2\.next-[0-9a-f]{12}$/;
 const EMPTY: SnapshotRecord = { snapshots: [], disk: { on: null } };
 
 /** Refuses a snapshot name that could not be shown or typed back safely. */
@@ -112,8 +113,12 @@ function parseRecord(text: string): SnapshotRecord | undefined {
     if (!x || typeof x.name !== 'string' || !NAME.test(x.name) || typeof x.id !== 'string' || !ID.test(x.id) || typeof x.created !== 'string' || !idOrNull(x.parent)) return undefined;
   }
   if (r.disk.restored !== undefined && typeof r.disk.restored !== 'string') return undefined;
-  const p = r.pending as Partial<Pending> | undefined;
+  const p = r.pending as (Partial<Pending> & { tmp?: unknown; topIno?: unknown; name?: unknown }) | undefined;
   if (p !== undefined && (typeof p !== 'object' || !['save', 'restore', 'rm'].includes(p.op as string) || typeof p.id !== 'string' || !ID.test(p.id))) return undefined;
+  if (p !== undefined && (typeof p.name !== 'string' || !NAME.test(p.name))) return undefined;
+  // The new top's name is rum's own (see tmpTop): a record naming any other path is damaged.
+  if (p !== undefined && p.op !== 'rm' && (typeof p.tmp !== 'string' || !TMP.test(p.tmp))) return undefined;
+  if (p?.op === 'restore' && typeof p.topIno !== 'number') return undefined;
   return r as SnapshotRecord;
 }
 
@@ -122,6 +127,8 @@ export interface DiskHost {
   vm: VmDir;
   /** The guest is running (or paused) on the disk: the new top must go through libvirt. */
   live(): Promise<boolean>;
+  /** The guest's memory is saved (rum suspend): its saved definition names the disk's chain. */
+  suspended(): Promise<boolean>;
   /** Moves the running guest onto `file` (a new top made here). */
   moveTop(file: string): Promise<void>;
   /** The file the running guest's disk is open on, or undefined. */
@@ -165,6 +172,7 @@ export class Snapshots {
     await this.write({ ...rec, pending: { op: 'save', name, id, tmp } });
     // The new top names the layer by the path the disk's file is about to have as well.
     await createOverlay(tmp, { backing: layer, backingFormat: 'qcow2', sizeBytes: size, unsafe: true });
+    await verifyTop(tmp, layer, { backingYet: false });
     await link(top, layer);
     if (await this.host.live()) {
       await this.host.grant(tmp, true);
@@ -193,8 +201,10 @@ export class Snapshots {
     const layer = layerPath(this.vm, snap.id);
     const top = this.vm.path('overlay');
     const tmp = `${top}.next-${await newId()}`;
-    await this.write({ ...rec, pending: { op: 'restore', name, id: snap.id, tmp } });
+    const topIno = (await stat(top).catch(() => undefined))?.ino ?? -1; // -1: the disk was lost
+    await this.write({ ...rec, pending: { op: 'restore', name, id: snap.id, tmp, topIno } });
     await createOverlay(tmp, { backing: layer, backingFormat: 'qcow2', sizeBytes: (await imageInfo(layer)).virtualSize });
+    await verifyTop(tmp, layer);
     await rename(tmp, top);
     return this.commitRestore(rec, snap.id);
   }
@@ -229,12 +239,13 @@ export class Snapshots {
       // What the layer itself sits on, as its header says (the base image, for the first layer).
       const below = await imageInfo(layer).catch(() => undefined);
       for (const child of children) {
-        const info = await imageInfo(child);
-        if (info.backingFile !== layer) continue; // merged already, by a run that was killed after it
-        if (!below?.backingFile) throw new RumError('STATE', `the layer ${layer} names no backing file: rum cannot merge it`, `\`qemu-img info --backing-chain ${child}\` shows the chain`);
         const ro = child !== this.vm.path('overlay');
-        if (ro) await chmod(child, 0o644);
-        await rebase(child, { backing: below.backingFile, backingFormat: below.backingFormat ?? 'qcow2' });
+        const info = await imageInfo(child);
+        if (info.backingFile === layer) {
+          if (!below?.backingFile) throw new RumError('STATE', `the layer ${layer} names no backing file: rum cannot merge it`, `\`qemu-img info --backing-chain ${child}\` shows the chain`);
+          if (ro) await chmod(child, 0o644);
+          await rebase(child, { backing: below.backingFile, backingFormat: below.backingFormat ?? 'qcow2' });
+        } // else merged already, by a run that was killed after it
         if (ro) await chmod(child, 0o444);
       }
     }
@@ -270,6 +281,11 @@ export class Snapshots {
   async settle(): Promise<SnapshotRecord> {
     let rec = await readSnapshots(this.vm);
     const p = rec.pending;
+    if (p && p.op !== 'rm' && p.tmp !== `${this.vm.path('overlay')}.next-${p.tmp.slice(-12)}`)
+      throw new RumError('STATE', `${this.vm.path('snapshots')} is damaged: its operation names a file outside ${this.vm.dir}`, 'move the file away; `rum snapshot list` then starts an empty record');
+    // A layer under the running guest (or under a suspended one's saved memory) cannot be merged.
+    if (p?.op === 'rm' && chainOf(rec, this.vm).includes(layerPath(this.vm, p.id)) && ((await this.host.live()) || (await this.host.suspended())))
+      throw new RumError('STATE', `a \`rum snapshot rm ${p.name}\` was interrupted, and the guest now runs on that layer: it is finished once the guest is off`, '`rum down` first, then any `rum snapshot` command finishes it');
     if (p?.op === 'save') rec = await this.settleSave(rec, p);
     else if (p?.op === 'restore') rec = await this.settleRestore(rec, p);
     else if (p?.op === 'rm') {
@@ -289,8 +305,10 @@ export class Snapshots {
     if (l && l.ino !== t.ino) {
       await rm(p.tmp, { force: true }); // a leftover only: the disk's name was moved already
       await this.commitSave(rec, p); // the new top took the disk's name: only the record was missing
-    } else if (l && (await this.host.liveTop()) === p.tmp) {
-      await rename(p.tmp, top); // the guest writes the new top already: it takes the disk's name
+    } else if (l && ((await this.host.liveTop()) === p.tmp || (await holdsData(p.tmp)))) {
+      // The guest was moved onto the new top (it runs on it, or it wrote to it and stopped since):
+      // it takes the disk's name. A top that was never used holds no data of its own.
+      await rename(p.tmp, top);
       await this.commitSave(rec, p);
     } else {
       // Nothing moved: the disk is as it was. The layer, if made, is only a second name of it.
@@ -306,7 +324,8 @@ export class Snapshots {
     if (!tmpLeft) {
       // Renamed (the disk now sits on the layer), or never made: the header tells.
       const { imageInfo } = await import('../image/qemu-img.js');
-      if ((await imageInfo(this.vm.path('overlay'))).backingFile === layerPath(this.vm, p.id)) {
+      const now = await stat(this.vm.path('overlay')).catch(() => undefined);
+      if (now && now.ino !== p.topIno && (await imageInfo(this.vm.path('overlay'))).backingFile === layerPath(this.vm, p.id)) {
         await this.commitRestore(rec, p.id);
         return readSnapshots(this.vm);
       }
@@ -347,4 +366,19 @@ export class Snapshots {
 async function newId(): Promise<string> {
   const { randomBytes } = await import('node:crypto');
   return randomBytes(6).toString('hex');
+}
+
+/** A new top is sound and names its layer before it takes the disk's name: qemu-img can meet a
+ * full disk and still exit 0. `backingYet: false`: the layer gets its name only after this. */
+async function verifyTop(tmp: string, layer: string, opts: { backingYet?: boolean } = {}): Promise<void> {
+  const { check, imageInfo } = await import('../image/qemu-img.js');
+  const [info, sound] = await Promise.all([imageInfo(tmp), opts.backingYet === false ? Promise.resolve({ ok: true, message: '' }) : check(tmp, 'qcow2')]);
+  if (!sound.ok || info.backingFile !== layer || info.format !== 'qcow2')
+    throw new RumError('IMAGE', `the new disk top ${tmp} is not sound: ${sound.ok ? 'it does not name its layer' : sound.message}`, 'nothing was changed; free some space (df -h) and try again');
+}
+
+/** Whether a top holds data of its own (the guest wrote to it), as `qemu-img map` says. */
+async function holdsData(path: string): Promise<boolean> {
+  const { mapsOwnData } = await import('../image/qemu-img.js');
+  return mapsOwnData(path).catch(() => true); // unreadable: never thrown away on a guess
 }

@@ -70,6 +70,17 @@ test('suspend: up resumes the same guest (process, file, clock, 9p share); a cha
   assert.notEqual((await p.exec(`kill -0 ${pid} 2>/dev/null && echo alive || echo gone`)).stdout.trim(), 'alive');
   assert.equal((await p.exec('cat ~/note ~/late')).stdout.trim(), 'kept\nlate');
   assert.equal((await p.exec('cat /mnt/share/from-host')).stdout.trim(), 'host file');
+
+  // A snapshot of the running guest (as root: QEMU as root, no ACLs; a 9p share) moves its disk
+  // under it; libvirt's view of the running guest then names a file that is gone, so a suspend,
+  // whose saved memory libvirt would restore onto that view, is refused before anything is touched.
+  const snap = await p.rum('snapshot', 'save', 's0');
+  assert.equal(snap.code, 0, snap.stderr);
+  assert.equal((await p.exec('echo after > ~/after && cat ~/note')).stdout.trim(), 'kept');
+  const refusedAfterSnap = await p.rum('suspend');
+  assert.equal(refusedAfterSnap.code, 7, refusedAfterSnap.stderr);
+  assert.match(refusedAfterSnap.stderr, /a snapshot moved its disk while it ran/);
+  assert.equal((await p.rumJson('status')).state, 'running');
 });
 
 test('suspend: virtiofs shares refuse it, naming them, before anything is touched', async (t) => {

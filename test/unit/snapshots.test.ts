@@ -24,6 +24,7 @@ function vmFor(t: TestContext): { vm: VmDir; base: string; snaps: Snapshots } {
   const host: DiskHost = {
     vm,
     live: async () => false,
+    suspended: async () => false,
     liveTop: async () => undefined,
     moveTop: async () => assert.fail('the guest is off: nothing goes through libvirt'),
     grant: async () => {},
@@ -141,6 +142,46 @@ test('a save killed before its commit point is undone; one killed after it is fi
   assert.equal(done.disk.on, 'bbbbbbbbbbbb');
   assert.equal(backing(disk), l2);
   sound(disk);
+});
+
+test('a running save killed inside libvirt, the guest since stopped: the top it wrote to is kept and takes the disk\'s name', async (t) => {
+  const { vm, snaps } = vmFor(t);
+  const disk = vm.path('overlay');
+  io(disk, 'write -P 0xaa 1M 64k');
+  mkdirSync(vm.path('layers'));
+  const id = 'dddddddddddd';
+  const tmp = `${disk}.next-${id}`;
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', layerPath(vm, id), '-u', tmp, '16M']);
+  linkSync(disk, layerPath(vm, id));
+  io(tmp, 'write -P 0xee 2M 64k'); // QEMU moved onto it and the guest wrote; libvirt no longer names it
+  writeFileSync(vm.path('snapshots'), JSON.stringify({ snapshots: [], disk: { on: null }, pending: { op: 'save', name: 'x', id, tmp } }));
+  const rec = await snaps.list();
+  assert.deepEqual(rec.snapshots.map((s) => s.name), ['x']);
+  assert.ok(reads(disk, 2 * MiB, 0xee) && reads(disk, 1 * MiB, 0xaa), "the guest's writes after the move are the disk's");
+  sound(disk);
+});
+
+test('a restore killed before its new top existed is not taken for done, even on the layer the disk already sits on', async (t) => {
+  const { vm, snaps } = vmFor(t);
+  const disk = vm.path('overlay');
+  const s1 = await snaps.save('s1');
+  io(disk, 'write -P 0xbb 2M 64k'); // written since s1: a restore would lose it
+  const rec = await readSnapshots(vm);
+  writeFileSync(vm.path('snapshots'), JSON.stringify({ ...rec, pending: { op: 'restore', name: 's1', id: s1.id, tmp: `${disk}.next-eeeeeeeeeeee`, topIno: statSync(disk).ino } }));
+  const after = await snaps.list();
+  assert.equal(after.disk.restored, undefined, 'no restore is recorded');
+  assert.ok(reads(disk, 2 * MiB, 0xbb));
+});
+
+test('an operation naming a file outside the VM directory is refused, never acted on', async (t) => {
+  const { vm, snaps } = vmFor(t);
+  const victim = join(vm.dir, '..', 'disk.qcow2.next-ffffffffffff');
+  writeFileSync(victim, 'not rum\'s');
+  writeFileSync(vm.path('snapshots'), JSON.stringify({ snapshots: [], disk: { on: null }, pending: { op: 'save', name: 'x', id: 'ffffffffffff', tmp: victim } }));
+  await assert.rejects(snaps.list(), /names a file outside/);
+  assert.ok(statSync(victim).isFile());
+  writeFileSync(vm.path('snapshots'), JSON.stringify({ snapshots: [], disk: { on: null }, pending: { op: 'save', name: 'x', id: 'ffffffffffff', tmp: '/etc/passwd' } }));
+  await assert.rejects(readSnapshots(vm), /is damaged/);
 });
 
 test('a stray layer is removed, unless the disk still reads from it', async (t) => {

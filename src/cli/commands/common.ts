@@ -87,6 +87,7 @@ export async function runGraph(
     onWait: (pid) => out.info(`waiting for another rum (pid ${pid}) to finish with ${o.project.single ? `VM ${o.machines[0]!.domain}` : `project ${o.project.name}`}...`),
   });
   try {
+    await settleSnapshots(o, machines);
     if (hooks.pin) await pinImages(out, o, machines, hooks.pin.locked, controller.signal);
     await hooks.before?.(planOpts.reset ? asked : machines, planOpts);
     let e = await engineFor(o, machines, { ...planOpts, resetOnly: asked });
@@ -114,6 +115,13 @@ export async function runGraph(
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigint);
   }
+}
+
+/** A snapshot operation a killed rum left half-done is finished or undone before anything reads
+ * the disk's chain (the domain's definition names it). */
+async function settleSnapshots(o: OpenProject, machines: Machine[]): Promise<void> {
+  const { readSnapshots } = await import('../../machine/snapshots.js');
+  for (const m of machines) if (o.claimed.has(m) && (await readSnapshots(m.vm)).pending) await (await m.snapshots()).settle();
 }
 
 /** rum.lock before the plan reads it: checked as it is (--locked), or the images it lacks pinned

@@ -48,7 +48,7 @@ async function run(op: Op, words: (string | undefined)[], opts: SnapshotOptions)
     if (op === 'save') {
       if (state === 'suspended')
         throw new RumError('STATE', `the guest is suspended: its saved memory belongs to the disk as it is`, `\`rum up${where}\` (then save), or \`rum down${where}\` first: nothing was changed`);
-      if (state !== undefined && state !== 'shut off' && state !== 'crashed') await flush(o, m, out);
+      if (state === 'running') await flush(o, m, out); // a paused guest cannot answer; its disk waits as it is
       const snap = await snaps.save(name!);
       await redefine(o, m);
       out.info(`saved snapshot ${snap.name} of ${m.domain}${state === 'running' ? ' (the guest runs on, on a new layer)' : ''}`);
@@ -67,7 +67,8 @@ async function run(op: Op, words: (string | undefined)[], opts: SnapshotOptions)
       if (state === 'suspended') await m.discardSaved();
       else if (on) {
         out.info('stopping the guest');
-        await m.stop({ timeoutMs: 60_000, force: true, progress: (t) => out.waiting(t) });
+        // A paused guest would never see the ACPI request: it is stopped at once.
+        await m.stop({ timeoutMs: state === 'paused' ? 0 : 60_000, force: true, progress: (t) => out.waiting(t) });
         out.clearSpinner();
       }
       const snap = await snaps.restore(name!);

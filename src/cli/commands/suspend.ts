@@ -36,6 +36,16 @@ export async function suspend(first: string | undefined, opts: CommonOptions): P
         results.push({ vm: m.domain, machine: m.name, state: state ?? 'absent' });
         continue;
       }
+      // After a snapshot of the running guest, libvirt's live definition still names the file QEMU
+      // was moved onto under its temporary name: a saved memory would be restored onto a file that
+      // is gone.
+      const top = await m.virsh.liveDiskSource(m.domain, 'vda');
+      if (top !== undefined && top !== m.vm.path('overlay'))
+        throw new RumError(
+          'STATE',
+          `cannot suspend ${m.domain}: a snapshot moved its disk while it ran, and libvirt's view of the running guest still names the old file`,
+          `\`rum down${single ? '' : ` ${m.name}`}\` and \`rum up${single ? '' : ` ${m.name}`}\` once, then suspend; nothing was changed`,
+        );
       out.waiting(`${single ? '' : `${m.name}: `}saving the guest's memory`);
       await settleGuest(o, m);
       try {
