@@ -1,35 +1,18 @@
 // The daily cycle's figures for make bench, in the sandboxed environment: `rum up` resuming a
 // suspended guest beside a cold `rum up` of the same VM (image cached), `rum suspend` itself, and
 // snapshot save and restore with the guest off.
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { execFileSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { stringify } from 'yaml';
+import { benchVm, type Add } from './sandbox-vm.js';
 
-type Add = (what: string, rum: string, baseline: string, target: string) => void;
-
-const root = fileURLToPath(new URL('../../', import.meta.url));
-const rum = join(root, 'bin/rum');
-const inNs = join(root, 'test/e2e/rum-in-ns');
 const ROUNDS = 3;
 const SNAP_ROUNDS = 7;
 
 export async function suspendBench(add: Add, mirror: string, median: (xs: number[]) => number): Promise<void> {
   console.error('rum bench: suspend and resume (one 1G guest, 2 cpus, user networking)');
-  const work = mkdtempSync(join(tmpdir(), 'rum-bench-s-'));
-  execFileSync('chmod', ['755', work]);
-  const proj = join(work, 'proj');
-  mkdirSync(proj);
-  writeFileSync(join(proj, 'rum.yaml'), stringify({ name: 'rumtest-bsuspend', image: { base: 'debian-12' }, resources: { cpus: 2, memory: '1G', disk: '3G' }, network: { mode: 'user' } }));
-  const envArgs = [`XDG_DATA_HOME=${join(work, 'data')}`, `XDG_CACHE_HOME=${join(work, 'cache')}`, `RUM_IMAGE_MIRROR=${mirror}`, 'NO_COLOR=1'];
-  const timed = (...args: string[]) => {
-    const t0 = performance.now();
-    const r = spawnSync(inNs, ['env', ...envArgs, rum, ...args], { cwd: proj, stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`rum ${args.join(' ')} exited ${r.status}: ${r.stderr.slice(-2000)}`);
-    return performance.now() - t0;
-  };
+  const vm = benchVm('rumtest-bsuspend', mirror);
+  const timed = (...args: string[]) => vm.timed(...args).ms;
   try {
     timed('build', 'base-image');
     const colds: number[] = [];
@@ -55,13 +38,13 @@ export async function suspendBench(add: Add, mirror: string, median: (xs: number
     const snapRestores: number[] = [];
     const lists: number[] = [];
     const creates: number[] = [];
-    const floor = join(work, 'floor.qcow2');
+    const floor = join(vm.work, 'floor.qcow2');
     for (let i = 0; i < SNAP_ROUNDS; i++) {
       snapSaves.push(timed('snapshot', 'save', `s${i}`));
       snapRestores.push(timed('snapshot', 'restore', `s${i}`, '-y'));
       lists.push(timed('snapshot', 'list'));
       const t0 = performance.now();
-      execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', join(work, 'data/rum/rumtest-bsuspend/disk.qcow2'), floor]);
+      execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', join(vm.dataHome, 'rum/rumtest-bsuspend/disk.qcow2'), floor]);
       creates.push(performance.now() - t0);
       rmSync(floor);
     }
@@ -70,11 +53,6 @@ export async function suspendBench(add: Add, mirror: string, median: (xs: number
     add('`rum snapshot save`, guest off', ms(snapSaves), floors, '≤ 1 s');
     add('`rum snapshot restore -y`, guest off', ms(snapRestores), floors, '≤ 1 s');
   } finally {
-    try {
-      timed('destroy', '-y');
-    } catch {
-      /* reported by the run that failed */
-    }
-    rmSync(work, { recursive: true, force: true });
+    vm.close();
   }
 }

@@ -4,34 +4,17 @@
 // disabled outright (/etc/cloud/cloud-init.disabled, so neither cloud-init nor rum-boot.service
 // runs), also `down` then `up`, to SSH-ready. No provisioning, so each `up` returns at the first
 // login.
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { stringify } from 'yaml';
+import { benchVm, root, type Add } from './sandbox-vm.js';
 
-type Add = (what: string, rum: string, baseline: string, target: string) => void;
-
-const root = fileURLToPath(new URL('../../', import.meta.url));
-const inNs = join(root, 'test/e2e/rum-in-ns');
 const ROUNDS = 3;
 
 /** `rum`: the binary to time (RUM_BENCH_BIN, e.g. an installed prefix's, else this checkout's). */
 export async function warmBench(add: Add, mirror: string, median: (xs: number[]) => number, rum = process.env.RUM_BENCH_BIN ?? join(root, 'bin/rum')): Promise<void> {
   console.error('rum bench: warm boots (one 1G guest, 2 cpus, user networking)');
-  const work = mkdtempSync(join(tmpdir(), 'rum-bench-w-'));
-  execFileSync('chmod', ['755', work]);
-  const proj = join(work, 'proj');
-  mkdirSync(proj);
-  writeFileSync(join(proj, 'rum.yaml'), stringify({ name: 'rumtest-bwarm', image: { base: 'debian-12' }, resources: { cpus: 2, memory: '1G', disk: '3G' }, network: { mode: 'user' } }));
-  const envArgs = [`XDG_DATA_HOME=${join(work, 'data')}`, `XDG_CACHE_HOME=${join(work, 'cache')}`, `RUM_IMAGE_MIRROR=${mirror}`, 'NO_COLOR=1'];
-  const timed = (...args: string[]) => {
-    const t0 = performance.now();
-    const r = spawnSync(inNs, ['env', ...envArgs, rum, ...args], { cwd: proj, stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`rum ${args.join(' ')} exited ${r.status}: ${r.stderr.slice(-2000)}`);
-    return { ms: performance.now() - t0, stdout: r.stdout };
-  };
+  const { timed, close } = benchVm('rumtest-bwarm', mirror, rum);
   // The first boot's last stage records the seed it ran with (src/cloudinit/warm-boot.ts): a
   // day's work lets it finish before `down`.
   const atRest = () => timed('exec', '--', 'cloud-init', 'status', '--wait');
@@ -64,12 +47,7 @@ export async function warmBench(add: Add, mirror: string, median: (xs: number[])
       '≤ 0.6x cold',
     );
   } finally {
-    try {
-      timed('destroy', '-y');
-    } catch {
-      /* reported by the run that failed */
-    }
-    rmSync(work, { recursive: true, force: true });
+    close();
   }
 }
 
