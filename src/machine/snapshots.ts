@@ -195,7 +195,7 @@ export class Snapshots {
    * The guest must be off (the command stops it first). */
   async restore(name: string): Promise<Snapshot> {
     const rec = await this.settle();
-    const snap = this.find(rec, name);
+    const snap = this.named(rec, name);
     if (await this.host.live()) throw new RumError('STATE', `the guest is running: a restore needs it off`, '`rum down` first');
     const { createOverlay, imageInfo } = await import('../image/qemu-img.js');
     const layer = layerPath(this.vm, snap.id);
@@ -222,7 +222,7 @@ export class Snapshots {
    */
   async remove(name: string): Promise<void> {
     const rec = await this.settle();
-    const snap = this.find(rec, name);
+    const snap = this.named(rec, name);
     // A running QEMU holds every layer of its chain open: none of them can be rewritten under it.
     if (chainOf(rec, this.vm).includes(layerPath(this.vm, snap.id)) && (await this.host.live()))
       throw new RumError('STATE', `the running guest reads snapshot ${name}'s layer: it cannot be merged away while the guest runs`, `\`rum down\` first, then \`rum snapshot rm ${name}\` again`);
@@ -266,7 +266,8 @@ export class Snapshots {
     await rm(layersDir(this.vm), { recursive: true, force: true });
   }
 
-  private find(rec: SnapshotRecord, name: string): Snapshot {
+  /** The snapshot called `name`; none: an error naming those there are. */
+  named(rec: SnapshotRecord, name: string): Snapshot {
     checkSnapshotName(name);
     const snap = rec.snapshots.find((s) => s.name === name);
     if (!snap)

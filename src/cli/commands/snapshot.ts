@@ -7,7 +7,7 @@ import { execute } from '../../graph/execute.js';
 import { makePlan } from '../../graph/plan.js';
 import type { Machine } from '../../machine/machine.js';
 import { engineFor, lockProject, openProject, pick, type OpenProject } from '../../machine/project.js';
-import type { Snapshot, SnapshotRecord } from '../../machine/snapshots.js';
+import { layerPath, type Snapshot, type SnapshotRecord } from '../../machine/snapshots.js';
 import { diskSize, Output } from '../output.js';
 import { confirm } from '../prompt.js';
 import { throwIfFailed, type CommonOptions } from './common.js';
@@ -56,8 +56,7 @@ async function run(op: Op, words: (string | undefined)[], opts: SnapshotOptions)
       return 0;
     }
     if (op === 'restore') {
-      const rec = await snaps.list();
-      if (!rec.snapshots.some((s) => s.name === name)) await snaps.restore(name!); // says which there are
+      snaps.named(await snaps.list(), name!); // an unknown name is said before anything is asked
       const on = state !== undefined && state !== 'shut off' && state !== 'crashed';
       if (!opts.yes)
         await confirm(
@@ -131,7 +130,7 @@ function snapshotJson(rec: SnapshotRecord, s: Snapshot, m: Machine) {
     created: s.created,
     parent: s.parent === null ? null : (byId.get(s.parent) ?? null),
     current: rec.disk.on === s.id,
-    layer: `${m.vm.path('layers')}/${s.id}.qcow2`,
+    layer: layerPath(m.vm, s.id),
   };
 }
 
