@@ -5,7 +5,6 @@ import { digestOf } from '../src/graph/digest.js';
 import { defineRule } from '../src/graph/rule.js';
 import { isSessionUri } from '../src/config/rules.js';
 import { keepsOwners } from '../src/host/qemu-reach.js';
-import { kvmUsable } from '../src/libvirt/caps.js';
 import { fileExists } from './checks.js';
 import { baseImage } from './base-image.js';
 import type { RumCtx } from './context.js';
@@ -13,37 +12,21 @@ import { sshPort } from './ssh-port.js';
 import { resolveMounts } from '../src/mounts/resolve.js';
 import { overlay } from './overlay.js';
 import { layersInput } from './snapshots.js';
-
-/** auto: kvm only when it really works here (a /dev/kvm alone is not enough on nested hosts). */
-async function domainType(c: RumCtx): Promise<{ type: 'kvm' | 'qemu'; why?: string }> {
-  const asked = c.config.libvirt.domain_type;
-  if (asked !== 'auto') return { type: asked };
-  const v = await kvmUsable();
-  return v.usable ? { type: 'kvm' } : { type: 'qemu', why: v.why };
-}
-
-/**
- * rum run by root under qemu:///system: QEMU runs as root too, so 9p can keep the guest's owners
- * and root's files are in reach. Anyone else's QEMU is libvirt's own user (libvirt-qemu, qemu):
- * libvirt cannot run QEMU as an ordinary user there (its private files, such as the domain's
- * master key under /var/lib/libvirt/qemu, are not theirs to read), and lends that user the disk
- * images while the domain runs. Session mode: QEMU is the user's own process.
- */
-function runAs(uri: string): { uid: number; gid: number } | undefined {
-  return !isSessionUri(uri) && process.getuid?.() === 0 ? { uid: 0, gid: 0 } : undefined;
-}
+import { layer } from './layer.js';
+import type { BackingFile } from '../src/libvirt/domain-xml.js';
 
 export const domainXml = defineRule({
   id: 'domain-xml',
   kind: 'derived',
   version: 5, // 3: QEMU runs as the user under qemu:///system; 4: only root's, else libvirt's QEMU user; 5: keepOwners
-  deps: [sshPort, baseImage],
+  // The layer is keyed for its chain: a reset onto a new layer must redefine the domain.
+  deps: [sshPort, baseImage, layer],
   // Order only: a run that makes a new disk (--reset drops the snapshots) changes the layers this
   // reads; assessed after it, the definition names the chain the new disk has.
   after: [overlay],
   inputs: async (c: RumCtx) => {
     const { config } = c;
-    const t = await domainType(c);
+    const t = await c.machine.domainType();
     return {
       name: config.name,
       'resources.cpus': config.resources.cpus,
@@ -54,7 +37,7 @@ export const domainXml = defineRule({
       mounts: resolveMounts(config, c.env).map(({ why: _, ...m }) => m),
       ports: config.ports,
       owner: config.file,
-      runAs: runAs(config.libvirt.uri),
+      runAs: c.machine.qemuRunsAs(),
       keepOwners: keepsOwners(config.libvirt.uri, c.env),
       // Named in the XML only when the files keep their owner; a snapshot changes them.
       ...(keepsOwners(config.libvirt.uri, c.env) ? await layersInput(c) : {}),
@@ -63,7 +46,7 @@ export const domainXml = defineRule({
   output: ({ vm }) => vm.path('domainXml'),
   build: async ({ ctx, inputs: i, upstream, notice }) => {
     const [{ domainXml: render }, { domainUuid }] = await Promise.all([import('../src/libvirt/domain-xml.js'), import('../src/libvirt/domain-uuid.js')]);
-    const t = await domainType(ctx);
+    const t = await ctx.machine.domainType();
     if (ctx.config.libvirt.domain_type === 'auto' && t.why) notice(`KVM is not usable here (${t.why}): using TCG emulation, which is slower`);
     for (const m of resolveMounts(ctx.config, ctx.env)) {
       if (m.why) notice(`mount ${m.target} uses 9p: ${m.why}`);
@@ -105,13 +88,16 @@ export const domainXml = defineRule({
       owner: { configFile: ctx.config.file, vmDir: ctx.vm.dir },
       ...(i.runAs ? { runAs: i.runAs } : {}),
     } as Parameters<typeof render>[0];
-    const baseFile = { path: base.path, format: base.format as 'qcow2' | 'raw' };
-    const xml = render({ ...spec, ...(i.keepOwners ? { keepOwners: { chain: [...(i['disk.layers'] ?? []).map((path) => ({ path, format: 'qcow2' as const })), baseFile] } } : {}) });
+    // What the disk was made on (a disk recorded before layers: the base image). A disk kept on
+    // an older layer stays on it until --reset, and the domain names that one.
+    const recorded = (upstream(overlay).data as { on?: BackingFile[] } | undefined)?.on;
+    const under: BackingFile[] = recorded ?? [{ path: base.path, format: base.format as 'qcow2' | 'raw' }];
+    const xml = render({ ...spec, ...(i.keepOwners ? { keepOwners: { chain: [...(i['disk.layers'] ?? []).map((path) => ({ path, format: 'qcow2' as const })), ...under] } } : {}) });
     await writeAtomic(ctx.vm.path('domainXml'), xml);
     // The identity the running guest depends on leaves the snapshot layers out: a snapshot of a
     // running guest moves the chain under it, and must not make it need a restart. The defined
     // domain follows the layers itself (tasks/defined-domain.ts).
-    return { digest: digestOf(i.keepOwners ? render({ ...spec, keepOwners: { chain: [baseFile] } }) : xml) };
+    return { digest: digestOf(i.keepOwners ? render({ ...spec, keepOwners: { chain: under } }) : xml) };
   },
   check: ({ ctx: { vm } }) => fileExists(vm.path('domainXml')),
 });

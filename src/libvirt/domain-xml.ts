@@ -21,8 +21,9 @@ export interface PortForward {
 export type DomainNetwork =
   /** A libvirt network (NAT through a bridge); the MAC makes the DHCP lease findable. */
   | { mode: 'nat'; network: string; mac: string }
-  /** QEMU user-mode networking (SLIRP): guest port 22 reachable at 127.0.0.1:sshPort. */
-  | { mode: 'user'; sshPort: number; forwards: PortForward[]; mac?: string };
+  /** QEMU user-mode networking (SLIRP): guest port 22 reachable at 127.0.0.1:sshPort (none: a
+   * guest nobody logs into, such as a layer's builder). */
+  | { mode: 'user'; sshPort?: number; forwards: PortForward[]; mac?: string };
 
 export interface DomainMount {
   type: 'virtiofs' | '9p';
@@ -134,9 +135,9 @@ export function domainSpecProblems(spec: DomainSpec): string[] {
     if (!MAC.test(net.mac)) problems.push(`network mac is not a MAC address: ${JSON.stringify(net.mac)}`);
   } else if (net.mode === 'user') {
     if (net.mac !== undefined && !MAC.test(net.mac)) problems.push(`network mac is not a MAC address: ${JSON.stringify(net.mac)}`);
-    port('sshPort', net.sshPort);
+    if (net.sshPort !== undefined) port('sshPort', net.sshPort);
     // These go into one comma-separated QEMU option: only validated numbers and addresses may.
-    const taken = [{ proto: 'tcp', bind: '127.0.0.1', host: net.sshPort, what: 'the SSH port' }];
+    const taken = net.sshPort === undefined ? [] : [{ proto: 'tcp', bind: '127.0.0.1', host: net.sshPort, what: 'the SSH port' }];
     net.forwards.forEach((f, i) => {
       const what = `forwards[${i}]`;
       if (f.proto !== 'tcp' && f.proto !== 'udp') problems.push(`${what}.proto must be tcp or udp, not ${String(f.proto)}`);
@@ -294,7 +295,7 @@ function filesystemElement(m: DomainMount): XmlElement {
 /** SLIRP through raw QEMU arguments: Debian 12's libvirt has no passt backend (see the recipe). */
 function slirpCommandline(net: Extract<DomainNetwork, { mode: 'user' }>): XmlElement {
   const hostfwd = [
-    `hostfwd=tcp:127.0.0.1:${net.sshPort}-:22`,
+    ...(net.sshPort === undefined ? [] : [`hostfwd=tcp:127.0.0.1:${net.sshPort}-:22`]),
     ...net.forwards.map((f) => `hostfwd=${f.proto}:${f.bind}:${f.host}-:${f.guest}`),
   ];
   const netdev = [`user`, `id=${NETDEV_ID}`, ...hostfwd].join(',');

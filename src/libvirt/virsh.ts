@@ -244,6 +244,11 @@ export class Virsh {
     await this.run(['define', '--file', xmlPath]);
   }
 
+  /** Start a transient domain from an XML file: libvirt forgets it once it stops. */
+  async create(xmlPath: string): Promise<void> {
+    await this.run(['create', '--file', xmlPath]);
+  }
+
   async start(name: string): Promise<'started' | 'already-running'> {
     const r = await this.attempt(['start', '--domain', name], ['already-active']);
     return 'failed' in r ? 'already-running' : 'started';

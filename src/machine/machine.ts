@@ -65,6 +65,26 @@ export class Machine {
     return macFor(this.config.name);
   }
 
+  /** auto: kvm only when it really works here (a /dev/kvm alone is not enough on nested hosts). */
+  async domainType(): Promise<{ type: 'kvm' | 'qemu'; why?: string }> {
+    const asked = this.config.libvirt.domain_type;
+    if (asked !== 'auto') return { type: asked };
+    const { kvmUsable } = await import('../libvirt/caps.js');
+    const v = await kvmUsable();
+    return v.usable ? { type: 'kvm' } : { type: 'qemu', why: v.why };
+  }
+
+  /**
+   * rum run by root under qemu:///system: QEMU runs as root too, so 9p can keep the guest's owners
+   * and root's files are in reach. Anyone else's QEMU is libvirt's own user (libvirt-qemu, qemu):
+   * libvirt cannot run QEMU as an ordinary user there (its private files, such as the domain's
+   * master key under /var/lib/libvirt/qemu, are not theirs to read), and lends that user the disk
+   * images while the domain runs. Session mode: QEMU is the user's own process.
+   */
+  qemuRunsAs(): { uid: number; gid: number } | undefined {
+    return !isSessionUri(this.config.libvirt.uri) && process.getuid?.() === 0 ? { uid: 0, gid: 0 } : undefined;
+  }
+
   /** One look at libvirt, shared by every check and command that asks until the domain changes. */
   domainFacts(): Promise<DomainFacts> {
     if (!this.facts) {
@@ -260,9 +280,16 @@ export class Machine {
     if (want > have) {
       notice(`growing the disk from ${have} to ${want} bytes`);
       await resize(this.vm.path('overlay'), want);
-    } else if (want < have) {
+    } else if (want < have && !(await madeLarger(this.vm.path('overlay'), have))) {
       notice(`resources.disk is below the disk's size (${have} bytes): disks never shrink; \`rum up --reset\` makes a new one`);
     }
+  }
+
+  /** Starts a throwaway guest on this machine's libvirt and network (a layer's builder):
+   * libvirt forgets it once it powers off. */
+  async startTransient(xmlPath: string, notice: (m: string) => void): Promise<void> {
+    await this.ensureNetwork(notice);
+    await this.virsh.create(xmlPath);
   }
 
   /** NAT needs its libvirt network: an inactive one is started, a missing one is an error. */
@@ -284,6 +311,14 @@ export class Machine {
       await this.virsh.netStart(name);
     }
   }
+}
+
+/** A disk as large as what it sits on was made so (the image or layer is larger than
+ * resources.disk): the overlay said so when it made it. */
+async function madeLarger(disk: string, size: number): Promise<boolean> {
+  const { imageInfo } = await import('../image/qemu-img.js');
+  const backing = (await imageInfo(disk)).backingFile;
+  return backing !== undefined && (await imageInfo(backing).catch(() => undefined))?.virtualSize === size;
 }
 
 /** Whether libvirt here runs without networks (a per-user daemon). */
