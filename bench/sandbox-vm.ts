@@ -22,15 +22,17 @@ export interface BenchVm {
   close(): void;
 }
 
-/** A 1G 2-vCPU guest on user networking, named `name`. `rum`: the binary to time. */
-export function benchVm(name: string, mirror: string, rum = join(root, 'bin/rum')): BenchVm {
+/** A 1G 2-vCPU guest on user networking, named `name`. `rum`: the binary to time. `extra`:
+ * more of rum.yaml (provisioning). `cache`: another bench VM's work directory, whose image cache
+ * this one shares. */
+export function benchVm(name: string, mirror: string, rum = join(root, 'bin/rum'), opts: { extra?: Record<string, unknown>; cache?: string } = {}): BenchVm {
   const work = mkdtempSync(join(tmpdir(), 'rum-bench-'));
   execFileSync('chmod', ['755', work]);
   const proj = join(work, 'proj');
   mkdirSync(proj);
-  writeFileSync(join(proj, 'rum.yaml'), stringify({ name, image: { base: 'debian-12' }, resources: { cpus: 2, memory: '1G', disk: '3G' }, network: { mode: 'user' } }));
+  writeFileSync(join(proj, 'rum.yaml'), stringify({ name, image: { base: 'debian-12' }, resources: { cpus: 2, memory: '1G', disk: '3G' }, network: { mode: 'user' }, ...opts.extra }));
   const dataHome = join(work, 'data');
-  const envArgs = [`XDG_DATA_HOME=${dataHome}`, `XDG_CACHE_HOME=${join(work, 'cache')}`, `RUM_IMAGE_MIRROR=${mirror}`, 'NO_COLOR=1'];
+  const envArgs = [`XDG_DATA_HOME=${dataHome}`, `XDG_CACHE_HOME=${join(opts.cache ?? work, 'cache')}`, `RUM_IMAGE_MIRROR=${mirror}`, 'NO_COLOR=1'];
   const timed = (...args: string[]) => {
     const t0 = performance.now();
     const r = spawnSync(inNs, ['env', ...envArgs, rum, ...args], { cwd: proj, stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });

@@ -10,6 +10,7 @@ import { ioBench } from './io.js';
 import { machinesBench } from './machines.js';
 import { suspendBench } from './suspend.js';
 import { warmBench } from './warm.js';
+import { layerBench } from './layer.js';
 
 type Add = (what: string, rum: string, baseline: string, target: string) => void;
 interface Tools {
@@ -105,6 +106,7 @@ export async function vmBench(add: Add, { median, time, nodeBaseline }: Tools): 
   await ioBench(add, mirror, median);
   await suspendBench(add, mirror, median);
   await warmBench(add, mirror, median);
+  await layerBench(add, mirror, median);
   await machinesBench(add, mirror, { median, time });
 }
 

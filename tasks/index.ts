@@ -3,6 +3,7 @@ import type { AnyRule } from '../src/graph/rule.js';
 import { baseImage } from './base-image.js';
 import type { RumCtx } from './context.js';
 import { definedDomain } from './defined-domain.js';
+import { layer } from './layer.js';
 import { domainXml } from './domain-xml.js';
 import { metaData } from './meta-data.js';
 import { overlay } from './overlay.js';
@@ -23,6 +24,7 @@ export const rules: AnyRule<RumCtx>[] = [
   metaData,
   userData,
   seedIso,
+  layer,
   overlay,
   projectNetwork,
   sshPort,

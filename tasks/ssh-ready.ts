@@ -9,6 +9,7 @@ import { cloudInitErrors, workAfterSshd } from '../src/cloudinit/modules.js';
 import { WarmBootPaths } from '../src/cloudinit/warm-boot.js';
 import { listensOnLoopback, tcpOpen } from '../src/net/port-probe.js';
 import type { RumCtx } from './context.js';
+import { bootAptSources } from './user-data.js';
 import { runningDomain, type Started } from './running-domain.js';
 import { sshKeys } from './ssh-keys.js';
 import { sshPort } from './ssh-port.js';
@@ -43,10 +44,10 @@ export const sshReady = defineRule({
   version: 1,
   deps: [runningDomain],
   after: [sshKeys, sshPort],
-  inputs: ({ config: c }: RumCtx) => ({
-    'ssh.user': c.ssh.user,
-    'network.mode': c.network.mode,
-    'provision (after sshd)': workAfterSshd({ packages: c.provision.packages, aptSources: c.provision.apt_sources, system: c.provision.system, boot: c.provision.boot }),
+  inputs: (ctx: RumCtx) => ({
+    'ssh.user': ctx.config.ssh.user,
+    'network.mode': ctx.config.network.mode,
+    'provision (after sshd)': workAfterSshd({ aptSources: bootAptSources(ctx), system: ctx.config.provision.system, boot: ctx.config.provision.boot }),
   }),
   build: async ({ ctx, inputs, upstream, progress, signal }) => {
     const [{ waitReady, SshError }, { writeKnownHosts }] = await Promise.all([import('../src/ssh/connect.js'), import('../src/ssh/known-hosts.js')]);

@@ -1,5 +1,5 @@
 // Owns: the #cloud-config user-data: the ssh user with the VM's key, the pinned host key,
-// packages, provision scripts and mount entries. Not: the seed ISO (seed-iso.ts).
+// apt sources, provision scripts and mount entries (packages are the layer's: tasks/layer.ts). Not: the seed ISO (seed-iso.ts).
 import { statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
@@ -12,6 +12,12 @@ import { fileExists } from './checks.js';
 import { onProjectNetwork, projectDomain } from '../src/machine/network.js';
 import type { RumCtx } from './context.js';
 import { sshKeys } from './ssh-keys.js';
+import { layer } from './layer.js';
+
+/** The apt sources the first boot writes: none when the provisioned layer holds them. */
+export function bootAptSources(c: RumCtx): string[] | undefined {
+  return layer.applies!(c) ? undefined : c.config.provision.apt_sources;
+}
 
 const ordinary = (uid: number) => uid >= 1000 && uid < 60000;
 
@@ -41,18 +47,17 @@ export const userData = defineRule({
   kind: 'derived',
   version: 7, // 7: warm boots (bootcmd installs them; fstab lines follow the seed)
   deps: [sshKeys],
-  inputs: ({ config: c, project }: RumCtx) => ({
-    'network.hostname': c.network.hostname,
-    'ssh.user': c.ssh.user,
-    uid: guestUid(c.file),
-    'ssh.authorized_keys': c.ssh.authorized_keys,
-    'provision.packages': c.provision.packages,
-    'provision.apt_sources': c.provision.apt_sources,
-    'provision.system': c.provision.system,
-    'provision.boot': c.provision.boot,
-    mounts: guestMounts(c),
+  inputs: (ctx: RumCtx) => ({
+    'network.hostname': ctx.config.network.hostname,
+    'ssh.user': ctx.config.ssh.user,
+    uid: guestUid(ctx.config.file),
+    'ssh.authorized_keys': ctx.config.ssh.authorized_keys,
+    'provision.apt_sources': bootAptSources(ctx),
+    'provision.system': ctx.config.provision.system,
+    'provision.boot': ctx.config.provision.boot,
+    mounts: guestMounts(ctx.config),
     // Only on a project network: a single VM's key stays what it was.
-    ...(onProjectNetwork(project, c) ? { 'network.domain': projectDomain(project) } : {}),
+    ...(onProjectNetwork(ctx.project, ctx.config) ? { 'network.domain': projectDomain(ctx.project) } : {}),
   }),
   output: ({ vm }) => vm.path('userData'),
   check: ({ ctx: { vm } }) => fileExists(vm.path('userData')),
@@ -69,7 +74,6 @@ export const userData = defineRule({
       uid: i.uid,
       authorizedKeys: [await read('clientPub'), ...i['ssh.authorized_keys']],
       hostKey: { private: `${await read('hostKey')}\n`, public: await read('hostPub') },
-      packages: i['provision.packages'],
       aptSources: i['provision.apt_sources'],
       system: i['provision.system'],
       boot: i['provision.boot'],

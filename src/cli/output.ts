@@ -110,7 +110,8 @@ export class Output {
       n.state === 'fresh' ? k.green('fresh') : n.state === 'kept' ? k.yellow(n.action) : k.red(n.tentative ? 'stale?' : 'stale');
     const why = n.reason ? ` ${k.dim('—')} ${describeReason(n.reason)}${n.tentative ? ' (rebuilt only if that output changes)' : ''}` : '';
     const action = n.state === 'stale' ? ` ${k.bold(`→ ${n.action}`)}` : '';
-    return `${n.id.padEnd(width)} ${k.dim(n.rule.kind.padEnd(9))} ${state}${action}${why}`;
+    const note = n.note ? ` ${k.dim(`(${n.note})`)}` : '';
+    return `${n.id.padEnd(width)} ${k.dim(n.rule.kind.padEnd(9))} ${state}${action}${why}${note}`;
   }
 
   plan(plan: Plan, vmName: string, hints: string[]): void {

@@ -29,7 +29,6 @@ export interface UserDataSpec {
   /** The VM's own client key first, then the user's extra keys. */
   authorizedKeys: string[];
   hostKey: { private: string; public: string };
-  packages: string[];
   /** apt source lines (e.g. a local repository); replaces the image's sources when given. */
   aptSources?: string[];
   system?: string;
@@ -122,10 +121,6 @@ export function userDataObject(s: UserDataSpec): Record<string, unknown> {
   };
   if (s.aptSources && s.aptSources.length > 0) {
     doc.apt = { preserve_sources_list: false, sources_list: `${s.aptSources.join('\n')}\n` };
-  }
-  if (s.packages.length > 0) {
-    doc.package_update = true;
-    doc.packages = s.packages;
   }
   // Not cloud-init's `mounts` module: up to 22.4 it turns a tag into /dev/<tag>. An early mount
   // at every boot cloud-init runs (bootcmd precedes write_files on the first), so provision

@@ -5,7 +5,6 @@
 // No dependencies: fast commands plan with it.
 
 export interface ProvisionNeeds {
-  packages: readonly string[];
   aptSources?: readonly string[];
   system?: string;
   boot?: string;
@@ -15,7 +14,6 @@ export function modulesAfterSshd(n: ProvisionNeeds): { config: string[]; final: 
   return {
     config: n.aptSources && n.aptSources.length > 0 ? ['apt-configure'] : [],
     final: [
-      ...(n.packages.length > 0 ? ['package-update-upgrade-install'] : []),
       // Always: the provision runner when there are scripts, and the warm-boot recorder, which
       // notes that cloud-init finished with this seed (warm-boot.ts).
       'scripts-per-boot',
@@ -26,7 +24,7 @@ export function modulesAfterSshd(n: ProvisionNeeds): { config: string[]; final: 
 
 /** Whether cloud-init has work the user asked for after sshd starts (so `up` waits for it). */
 export function workAfterSshd(n: ProvisionNeeds): boolean {
-  return (n.aptSources?.length ?? 0) > 0 || n.packages.length > 0 || n.system !== undefined || n.boot !== undefined;
+  return (n.aptSources?.length ?? 0) > 0 || n.system !== undefined || n.boot !== undefined;
 }
 
 /**

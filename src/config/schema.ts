@@ -166,6 +166,10 @@ export const ProvisionSchema = z.strictObject({
     .optional()
     .describe('apt source lines that replace the image\'s own (a mirror or a local repository)'),
   // Scripts are many lines by nature: user-data keeps each whole by how it is written (src/cloudinit/).
+  image: z
+    .string()
+    .optional()
+    .describe('Shell script run once when the provisioned layer is built (with packages), shared by every VM built from the same inputs; nothing per-VM'),
   system: z.string().optional().describe('Shell script run once, at first boot'),
   boot: z.string().optional().describe('Shell script run at every boot'),
 });

@@ -363,6 +363,7 @@ cmd_stop() {
     umount "$RUN_DIR/mnt" || warn "could not unmount $RUN_DIR/mnt"
   fi
   rm -f "$RUN_DIR"/*.pid "$RUN_DIR/env" "$RUN_DIR/preexisting"
+  rm -rf "$RUN_DIR/suite-cache"   # the image cache tests share (test/e2e/rum.ts): one suite's only
   say "stopped"
 }
 

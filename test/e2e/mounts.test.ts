@@ -28,7 +28,7 @@ test('mounts: virtiofs and 9p both ways, read-only refused, fstab nofail (system
       apt_sources: [`deb [trusted=yes] ${repoUrl('slirp')} ./`],
       system: 'ls /work > /var/lib/rum/work-at-first-boot\n',
     },
-  });
+  }, { suiteCache: true });
   // rum as root in a checkout that belongs to a user (sudo, CI on a user's clone): the guest's
   // user is that user, so it may write the shares and what it writes is theirs.
   const owner = userIds(TEST_USER);

@@ -43,8 +43,12 @@ export async function imageMirror(): Promise<string> {
 export async function e2eProject(
   t: TestContext,
   config: Record<string, unknown>,
-  /** `dataFs`: the data directory (VMs) on a tmpfs of that size, e.g. '256m', so a test can fill it. */
-  opts: { user?: string; home?: boolean; dataFs?: string } = {},
+  /**
+   * `dataFs`: the data directory (VMs) on a tmpfs of that size, e.g. '256m', so a test can fill it.
+   * `suiteCache`: the image cache every test asking for it shares (a layer built once serves them).
+   * `like`: another project's data and cache directories, as two projects of one user share them.
+   */
+  opts: { user?: string; home?: boolean; dataFs?: string; suiteCache?: boolean; like?: E2eProject } = {},
 ): Promise<E2eProject> {
   // Registered before the scratch directory's removal, so it runs first (after-hooks run in
   // order): the VM is destroyed while its directory still exists.
@@ -66,7 +70,8 @@ export async function e2eProject(
   const dir = join(root, 'proj');
   await mkdir(dir);
   const mirror = await imageMirror();
-  let dataHome = home ? join(home, '.local/share') : join(root, 'data');
+  let dataHome = opts.like?.dataHome ?? (home ? join(home, '.local/share') : join(root, 'data'));
+  const cacheHome = opts.like?.cacheHome ?? (home ? join(home, '.cache') : opts.suiteCache ? join(RUN_DIR, 'suite-cache') : join(root, 'cache'));
   if (opts.dataFs) {
     // Under the environment's shared mount point: a mount made elsewhere would not reach the
     // daemons' mount namespaces (test/e2e/env.sh).
@@ -76,7 +81,7 @@ export async function e2eProject(
     t.after(() => rm(mounted!, { recursive: true, force: true }));
   }
   const env: Record<string, string> = {
-    ...(home ? {} : { XDG_DATA_HOME: dataHome, XDG_CACHE_HOME: join(root, 'cache') }),
+    ...(home ? {} : { XDG_DATA_HOME: dataHome, XDG_CACHE_HOME: cacheHome }),
     RUM_IMAGE_MIRROR: mirror,
     NO_COLOR: '1',
     PATH: opts.user ? userPath : `${userPath}:/usr/local/sbin:/usr/sbin:/sbin`,
@@ -94,7 +99,7 @@ export async function e2eProject(
   const p: E2eProject = {
     dir,
     dataHome,
-    cacheHome: home ? join(home, '.cache') : join(root, 'cache'),
+    cacheHome,
     vmDir: join(dataHome, 'rum', String(config.name)),
     rum: (...args) => p.rumWith(rumBin, ...args),
     rumWith: async (bin, ...args) => {

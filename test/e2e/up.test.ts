@@ -13,6 +13,7 @@ const ALL_NODES = [
   'base-image',
   'defined-domain',
   'domain-xml',
+  'layer',
   'meta-data',
   'overlay',
   'running-domain',
@@ -40,7 +41,7 @@ test('rum up: cold boot, no-op, --restart keeps data, --reset starts afresh, des
       system: 'echo system >> /var/lib/rum/system-runs\n',
       boot: 'echo boot >> /var/lib/rum/boot-runs\n',
     },
-  });
+  }, { suiteCache: true });
   const consoleTail = () => tail(join(p.vmDir, 'console.log'), 40);
 
   // Cold: every node built, the guest answers, cloud-init is done and did its work.
@@ -107,6 +108,8 @@ test('rum up: cold boot, no-op, --restart keeps data, --reset starts afresh, des
   assert.equal(reset.ok, true, JSON.stringify(reset.failure));
   assert.ok(reset.built.includes('overlay') && reset.built.includes('seed-iso'));
   assert.ok(!reset.built.includes('ssh-keys') && !reset.built.includes('base-image'));
+  assert.ok(!reset.built.includes('layer'), 'the provisioned layer is reused, not built again');
+  assert.equal((await p.exec('command -v inotifywait')).code, 0, 'the new disk sits on the same layer');
   assert.notEqual((await p.exec('cloud-init status --wait >/dev/null; cat /var/lib/cloud/data/instance-id')).stdout.trim(), iid);
   assert.notEqual((await p.exec('cat ~/data')).code, 0, 'the old disk is gone');
   assert.deepEqual(lines((await p.exec('cat /var/lib/rum/system-runs')).stdout), ['system']);

@@ -160,6 +160,7 @@ test('full rum.yaml: every field as written, relative sources resolved against r
       apt_sources: [
         'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://mirror.example.org/debian bookworm main contrib',
       ],
+      image: 'systemctl enable postgresql\n',
       system: 'apt-get -y upgrade\n',
       boot: 'echo booted > /run/rum-booted\n',
     },
@@ -416,7 +417,7 @@ test('every one-line string refuses control characters and what YAML 1.1 reads a
     'libvirt.machine': { text: 'image: {base: debian-12}\nlibvirt:\n  machine: V', good: 'q35' },
   };
   // Many lines by nature (scripts), or matched on the host against names that may hold anything.
-  const exempt = ['provision.system', 'provision.boot', 'mounts.ignore'];
+  const exempt = ['provision.image', 'provision.system', 'provision.boot', 'mounts.ignore'];
   const choices = ['network.mode', 'mounts.type', 'ports.proto', 'libvirt.domain_type', 'ports.bind']; // checked by zod's own enum or format
   assert.deepEqual(stringKeys(RumYamlSchema).sort(), [...Object.keys(fields), ...exempt].sort(), 'a new string field needs a line here');
 

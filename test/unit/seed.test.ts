@@ -45,16 +45,16 @@ test('config strings with YAML specials round-trip exactly into user-data', asyn
   const files = Object.fromEntries(doc.write_files.map((f: any) => [f.path, f.content]));
   assert.equal(files['/var/lib/rum/provision/system.sh'], SPECIALS);
   assert.equal(files['/var/lib/rum/provision/boot.sh'], 'echo boot: $(date)\n');
-  assert.deepEqual(doc.packages, ['git']);
+  assert.equal(doc.packages, undefined, 'packages are installed in the provisioned layer, not at first boot');
   const pub = (await readFile(p.vmFile('id_ed25519.pub'), 'utf8')).trim();
   assert.deepEqual(doc.users[0].ssh_authorized_keys, [pub, base.ssh.authorized_keys[0]]);
   assert.equal(doc.users[0].name, 'rum');
   assert.deepEqual(doc.ssh_genkeytypes, ['ed25519']);
   assert.equal(doc.ssh_keys.ed25519_public, (await readFile(p.vmFile('ssh_host_ed25519_key.pub'), 'utf8')).trim());
-  // After sshd starts, cloud-init runs only what this document needs (packages, the provision
-  // runner, its final message); password logins are off from sshd's first start.
+  // After sshd starts, cloud-init runs only what this document needs (the provision runner,
+  // its final message); password logins are off from sshd's first start.
   assert.deepEqual(doc.cloud_config_modules, []);
-  assert.deepEqual(doc.cloud_final_modules, ['package-update-upgrade-install', 'scripts-per-boot', 'final-message']);
+  assert.deepEqual(doc.cloud_final_modules, ['scripts-per-boot', 'final-message']);
   assert.match(files['/etc/ssh/sshd_config.d/50-rum.conf'], /^PasswordAuthentication no$/m);
   assert.equal(files['/etc/default/locale'], 'LANG=C.UTF-8\n');
 });
@@ -69,17 +69,24 @@ test('a change names the field; the seed is byte-identical when rebuilt from the
     assert.equal(plan0.nodes.find((n: any) => n.id === id).state, 'fresh', id);
   assert.equal(fresh.code, plan0.changes ? 10 : 0, 'exit 10 exactly when something would change');
 
+  // Packages are the layer's: the seed does not change with them.
   await p.editConfig((c) => c.provision.packages.push('curl'));
+  const layered = await p.rumJson('up', '--dry-run');
+  assert.equal(layered.nodes.find((n: any) => n.id === 'user-data').state, 'fresh');
+  assert.equal(layered.nodes.find((n: any) => n.id === 'layer').state, 'stale');
+  await p.editConfig((c) => c.provision.packages.pop());
+
+  await p.editConfig((c) => (c.provision.boot = 'echo changed'));
   const plan = await p.rumJson('up', '--dry-run');
   const node = (id: string) => plan.nodes.find((n: any) => n.id === id);
-  assert.deepEqual(node('user-data').reason, { type: 'input-changed', fields: ['provision.packages'] });
+  assert.deepEqual(node('user-data').reason, { type: 'input-changed', fields: ['provision.boot'] });
   assert.equal(node('meta-data').state, 'fresh');
   assert.equal(node('ssh-keys').state, 'fresh');
   assert.deepEqual(node('seed-iso').reason, { type: 'upstream-changed', nodes: ['user-data'] });
 
   const before = await readFile(p.vmFile('seed.iso'));
   await unlink(p.vmFile('seed.iso'));
-  await p.editConfig((c) => c.provision.packages.pop());
+  await p.editConfig((c) => (c.provision.boot = base.provision.boot));
   const res = await p.rumJson('build', 'seed-iso');
   assert.deepEqual(res.built, ['seed-iso']);
   assert.equal(res.outcomes['seed-iso'].type, 'cutoff', 'same inputs, same bytes');

@@ -57,7 +57,6 @@ function spec(v: string): UserDataSpec {
     uid: 1000,
     authorizedKeys: [`${KEY} ${v}`],
     hostKey: { private: `-----BEGIN OPENSSH PRIVATE KEY-----\n${v}\n-----END OPENSSH PRIVATE KEY-----\n`, public: `${KEY} ${v}` },
-    packages: [v, 'git'],
     aptSources: [`deb http://10.0.2.2/ ${v}`],
     system: v,
     boot: v,

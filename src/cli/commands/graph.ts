@@ -9,6 +9,7 @@ export async function graph(opts: CommonOptions & { format?: string }): Promise<
   if (!['text', 'dot', 'mermaid', 'json'].includes(format)) usage(`unknown graph format "${format}"`, 'use --format text, dot, mermaid or json');
   const { o, machines, plan } = await planFor(opts, {});
   await (await import('../../machine/snapshots.js')).noteLayers(plan, machines);
+  await (await import('../../machine/layer-builder.js')).noteLayerCache(plan);
   const name = subjectOf(o);
   const out = new Output({ json: format === 'json' });
   if (format === 'json') out.data(planJson(plan, name));

@@ -21,7 +21,9 @@ export function planHints(plan: Plan, single = true): string[] {
   const hints: string[] = [];
   const named = (n: PlannedNode) => (single ? '' : ` ${n.machine}`);
   for (const n of plan.nodes) {
-    if (n.action === 'kept-needs-reset')
+    if (n.action === 'kept-needs-reset' && n.rule.id === 'overlay' && n.reason?.type === 'upstream-changed' && n.reason.nodes.some((d) => d.endsWith('layer')))
+      hints.push(`the provisioned layer changed (provision.packages, provision.image or apt_sources): the disk stays on the layer it was made on; \`rum up --reset${named(n)}\` makes a fresh disk on the new one (the guest's data is lost)`);
+    else if (n.action === 'kept-needs-reset')
       hints.push(`${n.id} is kept: ${n.reason ? describeReason(n.reason) : 'changed'}; \`rum up --reset${named(n)}\` applies it (a fresh disk: the guest's data is lost)`);
     if (n.action === 'kept-needs-restart')
       hints.push(`${single ? 'the VM' : n.machine} runs with an older definition; \`rum up --restart${named(n)}\` applies it`);
@@ -53,6 +55,7 @@ export async function up(first: string | undefined, opts: UpOptions): Promise<nu
       if (o.claimed.has(m)) await m.owned();
       else if ((await m.owner().catch(() => undefined))?.owner === 'other') await m.owned();
     }
+    await (await import('../../machine/layer-builder.js')).noteLayerCache(plan);
     const lose = (await discarding(plan, machines)).map((m) => `${o.project.single ? 'the guest' : m.name} is suspended, but its definition changed: its saved memory would be discarded and it would boot afresh`);
     out.plan(plan, subjectOf(o), [...planHints(plan, o.project.single), ...apartHints(machines), ...lose]);
     return planChanges(plan) ? exitCodes.PLAN_CHANGES : 0;

@@ -1,0 +1,64 @@
+// Owns: the provisioned layer: provision.packages and provision.image installed once on the base
+// image, sealed, and kept read-only in the shared cache under a key of exactly what went in.
+// The VM's disk sits on it. Only machines with packages or an image script have one.
+import { stat } from 'node:fs/promises';
+import { digestOf } from '../src/graph/digest.js';
+import { defineRule } from '../src/graph/rule.js';
+import { baseImage } from './base-image.js';
+import type { RumCtx } from './context.js';
+import { projectNetwork } from './project-network.js';
+
+/** What the disk and the domain read: the layer, and the chain under it. */
+export type Layer = {
+  path: string;
+  key: string;
+  virtualSize: number;
+  base: { path: string; format: string };
+};
+
+const provisioned = (c: RumCtx) => ({
+  packages: c.config.provision.packages,
+  aptSources: c.config.provision.apt_sources,
+  script: c.config.provision.image,
+});
+
+export const layer = defineRule({
+  id: 'layer',
+  kind: 'fetched',
+  version: 1,
+  deps: [baseImage],
+  // The builder boots on the machine's network, which must exist first.
+  after: [projectNetwork],
+  applies: (c: RumCtx) => c.config.provision.packages.length > 0 || c.config.provision.image !== undefined,
+  // Machines provisioned alike share one node (and, through the key, one layer across projects).
+  shareKey: (c: RumCtx) => JSON.stringify([baseImage.shareKey!(c), provisioned(c)]),
+  inputs: (c: RumCtx) => ({
+    'provision.packages': c.config.provision.packages,
+    'provision.apt_sources': c.config.provision.apt_sources,
+    'provision.image': c.config.provision.image,
+  }),
+  build: async ({ ctx, inputs: i, upstream, progress, notice, signal }): Promise<{ digest: ReturnType<typeof digestOf>; data: Layer }> => {
+    const [{ layerKey }, { ensureLayer }] = await Promise.all([import('../src/image/layer-store.js'), import('../src/machine/layer-builder.js')]);
+    const base = upstream(baseImage);
+    const want = { packages: i['provision.packages'], aptSources: i['provision.apt_sources'], script: i['provision.image'] };
+    const key = layerKey({ base: base.digest, ...want });
+    const got = await ensureLayer({
+      key,
+      base: { ...base.data, digest: base.digest },
+      inputs: want,
+      machine: ctx.machine,
+      progress,
+      notice,
+      signal,
+    });
+    if (!got.built) progress('cached');
+    // A build's identity, not the key's: another build of the key is other bytes, and a disk
+    // made on this one must not be told it is the same.
+    return { digest: digestOf(`layer:${got.path}`), data: { path: got.path, key, virtualSize: got.record.virtualSize, base: { path: base.data.path, format: base.data.format } } };
+  },
+  check: async ({ previous }) => {
+    const path = (previous?.data as Partial<Layer> | undefined)?.path;
+    if (typeof path !== 'string') return { ok: false, why: 'no layer recorded' };
+    return (await stat(path).then(() => true, () => false)) ? { ok: true } : { ok: false, why: `the layer ${path} is gone from the cache` };
+  },
+});
