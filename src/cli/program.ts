@@ -42,6 +42,7 @@ program
   .command('update')
   .describe("Resolve rum.yaml's base images again (a moved `latest`), show what changes, and write rum.lock")
   .option('-n, --dry-run', 'Show what would change; write nothing (exit 10 when something would change)')
+  .option('--no-wait', 'Fail at once if another rum is working on this project')
   .action(lazy(async () => (await import('./commands/update.js')).update));
 
 program

@@ -2,7 +2,7 @@
 // directory another project owns), choosing machines by name, the project's lock, and the
 // engine over rum's rules for the chosen machines.
 import { mkdir, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { cachedPins, cachedProject, rememberPins, rememberProject } from '../config/cache.js';
 import { lockPathFor, readConfig } from '../config/find.js';
 import type { Pins } from '../config/lock-file.js';
@@ -144,8 +144,8 @@ function lockPath(o: OpenProject): string {
 }
 
 /**
- * One run at a time per project: graph runs and lifecycle commands of any of its machines take
- * it. The machines a command works on are claimed first.
+ * One run at a time per project: graph runs, lifecycle commands of any of its machines and
+ * `rum update` take it. The machines a command works on are claimed first.
  */
 export async function lockProject(
   o: OpenProject,
@@ -154,7 +154,9 @@ export async function lockProject(
 ): Promise<Lock> {
   for (const m of machines) await claim(o, m);
   const path = lockPath(o);
-  if (!o.project.single) await mkdir(join(path, '..'), { recursive: true, mode: 0o700 });
+  // `rum update` claims no machine, and may come before the first `up`: the lock's directory is
+  // made, not claimed (without owner.json it is no VM to `rum list`). 0711 as claim() makes it.
+  await mkdir(dirname(path), { recursive: true, mode: o.project.single ? 0o711 : 0o700 });
   const lock = await acquireLock(path, {
     what: o.project.single ? `VM ${o.machines[0]!.domain}` : `project ${o.project.name}`,
     noWait: opts.noWait,

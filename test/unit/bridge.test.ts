@@ -3,6 +3,7 @@
 // guest's view of host directory A, or A itself where a test needs the guest's replay to reach
 // the host file as it would through 9p or virtiofs. Nothing contacts any address but 127.0.0.1.
 // Every wait is bounded; nothing asserts on how long something took.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { watch as fsWatch, readdirSync, readFileSync, type FSWatcher } from 'node:fs';
 import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, rename, rm, symlink, utimes, writeFile } from 'node:fs/promises';

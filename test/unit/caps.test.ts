@@ -1,5 +1,6 @@
 // Host capabilities: the real verdict on this machine (a /dev/kvm that cannot run guests), and
 // each reason on fixture files standing in for /dev/kvm, /proc/cpuinfo and /sys/module.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';

@@ -1,5 +1,6 @@
 // What rum reads of cloud-init's own account of a boot, and what it asks cloud-init to run
 // after sshd. The JSON shapes are copied from a Debian 12 guest (cloud-init 22.4.2).
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { cloudInitErrors, modulesAfterSshd, workAfterSshd } from '../../src/cloudinit/modules.js';

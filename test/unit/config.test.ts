@@ -1,5 +1,6 @@
 // rum.yaml loading: the broken corpus gives exactly the diagnostics its sidecar lists, valid files
 // give the documented defaults, special strings survive, and diagnostics print as a frame.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

@@ -1,6 +1,7 @@
 // The shared SSH login (src/ssh/control.ts): real master processes against a real SSH server on
 // 127.0.0.1 (test/helpers/ssh-server.ts). Masters end themselves: with the server's connection,
 // or after a short persist time; every wait here is bounded.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { spawn } from 'node:child_process';

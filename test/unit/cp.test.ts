@@ -2,6 +2,7 @@
 // "guest" runs commands with the local /bin/sh: the guest's tar here is the local GNU tar, and the
 // guest's files are a second temp directory. Trees are compared byte for byte, with modes, mtimes
 // (to the second) and symlink targets. Nothing here contacts any address but 127.0.0.1.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { chmod, link, lstat, lutimes, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises';

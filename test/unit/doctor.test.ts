@@ -1,6 +1,7 @@
 // rum doctor: each check's deciding step on the outputs it reads (virsh net-info and version,
 // iptables -S, /etc/group, socket modes, statfs figures, the kernel log), the time bound, the
 // hints elsewhere that point at a check, and the real command's JSON and exit status on this host.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';

@@ -1,6 +1,7 @@
 // The domain XML: valid against libvirt's own schema (virt-xml-validate), every value read back
 // intact by a real XML parser (xmllint), control characters refused, and the owner mark found
 // again after libvirt re-serialises it (virsh's in-process test driver: no daemon, no QEMU).
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';

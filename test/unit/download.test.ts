@@ -1,4 +1,5 @@
 // Downloads, resume, verification and the image cache, against a server on 127.0.0.1 only.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { execFileSync, spawnSync } from 'node:child_process';

@@ -1,5 +1,6 @@
 // The build-graph engine on in-memory rules: staleness and reasons, early cutoff, parallelism,
 // failures, a run killed mid-node, --reset, stateful nodes, the per-VM lock.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';

@@ -1,6 +1,7 @@
 // NODE_EXTRA_CA_CERTS and rum's launcher: bin/rum, run as a program, keeps Node
 // from parsing those certificates at start-up, yet an https download still trusts them. A local
 // CA and an https server on 127.0.0.1; rum runs as a user runs it, by its path.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';

@@ -2,6 +2,7 @@
 // it is there and whose it is (never "not created yet"), and `up` (dry or not) and `destroy`
 // refuse it before doing anything: libvirt is only ever asked about it. A fake daemon holds the
 // running domain (test/helpers/fake-libvirtd.ts).
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { access } from 'node:fs/promises';
 import { join } from 'node:path';

@@ -1,6 +1,7 @@
 // src/mounts/ignore.ts: ignore: patterns mean what a RegExp translation of the documented
 // .gitignore subset means, cost a bounded number of steps however they are written, and the
 // ones that cannot mean anything are refused with a problem the schema shows at their line.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { compileIgnore, ignorePatternProblem, MAX_PATTERN_LENGTH, type StepCounter } from '../../src/mounts/ignore.js';

@@ -2,6 +2,7 @@
 // source; a base image must be a self-contained qcow2 or raw disk, local or downloaded; a cached
 // image changed on disk is noticed and fetched again before anything boots from it. Real small
 // images made by qemu-img; downloads from a server on 127.0.0.1 only.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';

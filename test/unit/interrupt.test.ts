@@ -1,6 +1,7 @@
 // Ctrl-C during a run: the real CLI downloading an image from a local server that stalls
 // mid-file. SIGINT ends it with status 130, nothing half-written is where it would be trusted,
 // the state record stays valid, and the next run resumes the download and completes.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';

@@ -1,6 +1,7 @@
 // The ISO writer, checked by readers nobody here wrote: isoinfo (genisoimage), xorriso
 // (libisofs), blkid and, where allowed, the kernel's own iso9660 driver.
 
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';

@@ -1,5 +1,6 @@
 // rum's key pairs: every generated key loads, in ssh2 and in OpenSSH. ssh2 alone makes an
 // unloadable ed25519 key about once in a few hundred (a 31-byte public key).
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';

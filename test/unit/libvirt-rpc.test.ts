@@ -1,6 +1,7 @@
 // The libvirt socket client's way out: whatever goes wrong on the socket, it answers "not this
 // way" (undefined) within its time limit, and virsh is asked instead. Fake daemons on a session
 // socket path under a temporary XDG_RUNTIME_DIR; the real daemons are in test/e2e/libvirt-rpc.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';

@@ -4,6 +4,7 @@
 // became stale, and `status`/`up --dry-run` reported changes that were not there. Fake daemons
 // (test/helpers/fake-libvirtd.ts) that are absent, close at once, drop the lookup, or fail it
 // and then vanish; and, as the control, one that answers that there is no such domain.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';

@@ -1,4 +1,5 @@
 // A libvirt URI's daemon is read from its path, whatever its transport, host or parameters.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { isLocalUri, isSessionUri, uriDaemon } from '../../src/libvirt/uri.js';

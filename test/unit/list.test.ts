@@ -2,6 +2,7 @@
 // state.json, no state record, an overlay or none, directories that are not rum's), the
 // `virsh list` parser on real virsh output, the merge with libvirt's answers (an unreachable URI
 // included), virsh itself on libvirt's in-process test driver, and the command end to end.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';

@@ -2,6 +2,7 @@
 // refused at its line, with the line, a hint and the whole list of problems at once. Also the
 // pieces around it: whether a pin answers rum.yaml, finding the dated build behind `latest` on a
 // local server, and pinning before a run (written once, then left alone).
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';

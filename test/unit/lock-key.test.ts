@@ -2,6 +2,7 @@
 // image built before it costs one verification and changes nothing downstream; a new pin makes
 // base-image stale by `rum.lock` and brings the new bytes; a pin the server no longer matches
 // stops the build with a hint that names the lock.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';

@@ -1,5 +1,6 @@
 // The lock file shared by a project's runs and the image cache's downloads: a dead owner on this
 // host is taken over; an owner on another host (a cache on a network filesystem) never is.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';

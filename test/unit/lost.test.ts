@@ -1,6 +1,7 @@
 // A stateful artifact deleted behind rum's back (the VM's disk, its SSH keys) is said plainly and
 // never made again without --reset: an empty disk under the same instance-id would be a guest
 // whose data is gone and whose first boot never runs again.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';

@@ -1,6 +1,7 @@
 // machines: in rum.yaml: each machine inherits the top-level keys (mappings merged, lists
 // replaced), is named <project>-<machine>, and every problem, in its own block or inherited, is
 // reported once at the line that caused it. A file without machines: is one VM, as before.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

@@ -1,6 +1,7 @@
 // The engine over several machines: rules as templates (one node per machine, `web/disk`), a
 // shared node built once and recorded in every machine's state, after: between machines, and a
 // failure in one machine leaving the other's work and records whole.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';

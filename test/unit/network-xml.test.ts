@@ -2,6 +2,7 @@
 // every value read back intact by a real XML parser (xmllint), rum's mark found again after libvirt
 // re-serialises it (virsh's in-process test driver), control characters refused; and the address
 // choices: a free /24 that overlaps nothing taken, a fixed address per machine that stays put.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';

@@ -1,6 +1,7 @@
 // A full disk where rum keeps a VM: at several sizes (the lock, the state record, the overlay run
 // out in turn) the command ends with one clear error naming the filesystem, leaves no temp file
 // and nothing half-written, and once there is room the next run converges. Needs root (mount).
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, rmdir } from 'node:fs/promises';

@@ -1,5 +1,6 @@
 // src/net/port-probe.ts: the kernel's answer to "does anything listen on 127.0.0.1:port", used by
 // ssh-ready's check in user networking instead of a connection the guest's sshd would serve.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { createServer, type AddressInfo } from 'node:net';
 import { test } from 'node:test';

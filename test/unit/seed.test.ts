@@ -1,5 +1,6 @@
 // The seed artifacts through the real CLI: cloud-init accepts rum's user-data, the ISO reads back
 // with isoinfo, nothing rebuilds twice, and a change names exactly the field that made it stale.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { chown, mkdir, mkdtemp, readFile, rm, stat, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';

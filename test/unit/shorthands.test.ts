@@ -1,4 +1,5 @@
 // Shorthands, mirrors and checksum lists: pure functions, no network.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { RumError } from '../../src/errors.js';

@@ -1,6 +1,7 @@
 // The snapshot layers on real qcow2 files (qemu-img, qemu-io), with the guest off: what a save
 // freezes, what a restore gives back, a middle layer merged away without breaking the chain,
 // and what a killed operation leaves settled by the next one. Every image passes qemu-img check.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { linkSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';

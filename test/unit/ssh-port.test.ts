@@ -1,5 +1,6 @@
 // tasks/ssh-port.ts: user networking's SSH port is never a host port rum.yaml forwards itself,
 // a kept port that now collides is given up, and the rule's key changes with the forwarded ports.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { test } from 'node:test';

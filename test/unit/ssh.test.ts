@@ -1,6 +1,7 @@
 // The SSH layer against a real SSH server (test/helpers/ssh-server.ts) on 127.0.0.1, and the real
 // OpenSSH client against the same server using rum's argv, known_hosts and config block.
 // Nothing here contacts any address but 127.0.0.1. Every wait is bounded by a short timeout.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';

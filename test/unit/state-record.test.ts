@@ -2,6 +2,7 @@
 // costs the VM's disk: the engine keeps what is sound in it, says once what it gave up, and
 // adopts the VM's disk and keys as they are; commands that only read it refuse it plainly. No
 // message ever carries the file's own bytes to the terminal.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';

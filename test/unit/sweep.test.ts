@@ -1,5 +1,6 @@
 // The temp files a killed rum leaves (`<file>.tmp-<pid>-<n>`) are swept when a VM's lock is
 // taken: only rum's own names, only once their writer is gone, and never anything else.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, rm, symlink, utimes, writeFile } from 'node:fs/promises';

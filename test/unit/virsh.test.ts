@@ -2,6 +2,7 @@
 // no daemon behind it, and libvirt's in-process test driver (test:///default: a mock hypervisor
 // that lives inside virsh, so no daemon and no QEMU run) for output parsing and "absent" values.
 // Nothing here starts libvirtd or qemu.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { test } from 'node:test';

@@ -1,4 +1,5 @@
 // Waiting is bounded in tries and in time, and an abort ends it.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { backoff, pollUntil, sleep } from '../../src/files/wait.js';

@@ -1,6 +1,7 @@
 // cloud-init reads rum's documents with PyYAML (YAML 1.1). Every string rum writes, from a corpus
 // of what YAML 1.1 resolves to something else or reads as a line break, plus generated strings,
 // must load back exactly: asserted by loading with PyYAML itself, never by searching the text.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { metaDataDocument, userDataDocument, userDataObject, type UserDataSpec } from '../../src/cloudinit/documents.js';

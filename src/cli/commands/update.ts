@@ -6,14 +6,24 @@ import type { CommonOptions } from './common.js';
 
 export async function update(opts: CommonOptions & { 'dry-run'?: boolean }): Promise<number> {
   const out = new Output(opts);
-  const { openProject } = await import('../../machine/project.js');
+  const { lockProject, openProject } = await import('../../machine/project.js');
   const { repin } = await import('../../machine/pinning.js');
   const { writeLock } = await import('../../config/lock-file.js');
   const o = await openProject({ config: opts.config, mountSources: false }); // mounts nothing
-  const r = await repin(o, { progress: (t) => out.waiting(t), note: (t) => out.notice(t) });
-  const changed = r.changes.some((c) => c.change !== 'same');
-  const write = changed && !opts['dry-run'];
-  if (write) await writeLock(r.path, r.pins);
-  out.pinChanges({ lock: relative(process.cwd(), r.path) || r.path, changes: r.changes, written: write, dryRun: opts['dry-run'] === true });
-  return opts['dry-run'] && changed ? exitCodes.PLAN_CHANGES : 0;
+  // rum.lock is read and written under the project's lock, where `up` pins and reads it: neither
+  // writes it over what the other wrote meanwhile, and no run plans with pins changing under it.
+  // No machine is claimed: updating the pins makes no VM. A dry run writes nothing and waits for no one.
+  const lock = opts['dry-run']
+    ? undefined
+    : await lockProject(o, [], { noWait: opts.wait === false, onWait: (pid) => out.info(`waiting for rum (pid ${pid})...`) });
+  try {
+    const r = await repin(o, { progress: (t) => out.waiting(t), note: (t) => out.notice(t) });
+    const changed = r.changes.some((c) => c.change !== 'same');
+    const write = changed && !opts['dry-run'];
+    if (write) await writeLock(r.path, r.pins);
+    out.pinChanges({ lock: relative(process.cwd(), r.path) || r.path, changes: r.changes, written: write, dryRun: opts['dry-run'] === true });
+    return opts['dry-run'] && changed ? exitCodes.PLAN_CHANGES : 0;
+  } finally {
+    await lock?.release();
+  }
 }
