@@ -1,6 +1,7 @@
 // Provisioned layers without a guest: the key reads exactly its inputs; the builder's user-data
 // is what cloud-init accepts and PyYAML reads back; the console tells how a build went; the
 // store finds only a whole layer.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { chmod, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
