@@ -10,7 +10,10 @@ export async function update(opts: CommonOptions & { 'dry-run'?: boolean }): Pro
   const { repin } = await import('../../machine/pinning.js');
   const { writeLock } = await import('../../config/lock-file.js');
   const o = await openProject({ config: opts.config, mountSources: false }); // mounts nothing
-  const r = await repin(o, { progress: (t) => out.waiting(t), note: (t) => out.notice(t) });
+  // It may download into the image cache: a `rum gc` must not remove that meanwhile.
+  const { useCache } = await import('../../image/cache-use.js');
+  const use = await useCache({ env: o.env, onWait: out.cacheWait });
+  const r = await repin(o, { progress: (t) => out.waiting(t), note: (t) => out.notice(t) }).finally(() => use.release());
   const changed = r.changes.some((c) => c.change !== 'same');
   const write = changed && !opts['dry-run'];
   if (write) await writeLock(r.path, r.pins);
