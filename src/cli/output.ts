@@ -11,7 +11,7 @@ import { changing, describeReason, describeWarning, planChanges, type EngineWarn
 import type { Plan, PlannedNode } from '../graph/plan.js';
 import type { RunResult } from '../graph/execute.js';
 import type { CheckStatus, DoctorReport } from '../host/doctor.js';
-import { describeCacheNote, type CacheNote, type VmRef } from '../image/cache-refs.js';
+import { describeCacheNote, type CacheNote, type VmRef } from '../image/cache-notes.js';
 import type { GcReport, ImageRow, ImagesReport, Removal } from '../image/gc.js';
 
 export interface OutputOptions {

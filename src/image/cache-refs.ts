@@ -2,7 +2,8 @@
 // of the disk and of each snapshot layer (qemu-img, so a missing or damaged state record hides
 // nothing a disk reads), and the image paths the state record names. Files are matched by inode
 // as well as by path: a cache reached through a symlink is still the same cache. When in doubt, a
-// file counts as used. Not: what the cache holds (cache-inventory.ts), nor removing (gc.ts).
+// file counts as used. Not: what the cache holds (cache-inventory.ts), nor removing (gc.ts), nor
+// the notes' words (cache-notes.ts).
 import type { Dirent } from 'node:fs';
 import { lstat, readdir, readFile, stat } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
@@ -10,42 +11,8 @@ import { RumError } from '../errors.js';
 import { VmFile } from '../paths.js';
 import { readVmRecords } from '../vm-list.js';
 import type { Inventory } from './cache-inventory.js';
+import type { CacheNote, VmRef } from './cache-notes.js';
 import { backingChain, imageInfo } from './qemu-img.js';
-
-/** A VM using an image: its name and the rum.yaml that owns it (null: owner.json unreadable). */
-export interface VmRef {
-  vm: string;
-  config: string | null;
-}
-
-/** What the search could not tell for sure, and so kept: data, worded by describeCacheNote. */
-export type CacheNote =
-  | { type: 'chain-unreadable'; vm: string; file: string; message: string; kept: 'recorded' | 'everything' }
-  | { type: 'layer-backing-unknown'; layer: string; message: string }
-  | { type: 'layer-building'; key: string; pid: number }
-  | { type: 'outside-cache'; path: string };
-
-export function describeCacheNote(n: CacheNote): string {
-  switch (n.type) {
-    case 'chain-unreadable':
-      return (
-        `${n.vm}: the backing chain of ${n.file} cannot be read (${n.message}): ` +
-        (n.kept === 'recorded' ? 'what its state record names is kept' : 'its state record names no image either, so every image is kept')
-      );
-    case 'layer-backing-unknown':
-      return `the layer ${n.layer} is in use, but neither qemu-img (${n.message}) nor its metadata says what it sits on: every base image is kept`;
-    case 'layer-building':
-      return `the layer ${n.key} is being built (pid ${n.pid}): every base image is kept`;
-    case 'outside-cache':
-      return `${n.path} is not inside the image cache (a symlink?): kept`;
-    default:
-      return assertNever(n);
-  }
-}
-
-function assertNever(x: never): never {
-  throw new Error(`unhandled note: ${JSON.stringify(x)}`);
-}
 
 export interface Uses {
   /** The VMs that read or record the file at `path` (none: unused). */

@@ -8,7 +8,8 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { lockHolder } from '../files/lock.js';
 import { imageCacheDir, vmsRoot } from '../paths.js';
 import { readInventory, type Inventory } from './cache-inventory.js';
-import { findUses, inside, type CacheNote, type Uses, type VmRef } from './cache-refs.js';
+import type { CacheNote, VmRef } from './cache-notes.js';
+import { findUses, inside, type Uses } from './cache-refs.js';
 import { lockForGc } from './cache-use.js';
 import { imageInfo } from './qemu-img.js';
 
