@@ -120,20 +120,25 @@ async function throughLayers(inv: Inventory, uses: UseMap, result: Uses): Promis
 }
 
 async function readVmUse(dir: string): Promise<VmUse> {
-  const top = await readdir(dir, { withFileTypes: true }).catch(() => []);
+  const use: VmUse = { files: [], recorded: [], images: [] };
+  // A directory that cannot be listed may hold a disk: judged as a chain that cannot be read.
+  const list = (d: string) =>
+    readdir(d, { withFileTypes: true }).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') use.unreadable ??= { file: d, message: err.code ?? err.message };
+      return [] as Dirent[];
+    });
   const layersDir = join(dir, VmFile.layers);
-  const layers = await readdir(layersDir, { withFileTypes: true }).catch(() => []);
+  const [top, layers] = [await list(dir), await list(layersDir)];
   // The disk, and any new top a killed snapshot or `up` left beside it (disk.qcow2.next-*, .tmp-*).
   const disks = [
     ...top.filter((e) => e.isFile() && e.name.includes('.qcow2')).map((e) => join(dir, e.name)),
     ...layers.filter((e) => e.isFile()).map((e) => join(layersDir, e.name)),
   ];
-  const use: VmUse = { files: [], recorded: [], images: [] };
   for (const disk of disks) {
     const chain = await chainOf(disk);
     if (chain === 'gone') continue;
     use.files.push(...chain.files);
-    if (chain.error && !use.unreadable) use.unreadable = { file: disk, message: chain.error };
+    if (chain.error) use.unreadable ??= { file: disk, message: chain.error };
   }
   Object.assign(use, await readRecorded(join(dir, VmFile.state)));
   return use;
