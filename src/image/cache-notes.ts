@@ -9,12 +9,13 @@ export interface VmRef {
   config: string | null;
 }
 
-/** What the search could not tell for sure, and so kept: data, worded by describeCacheNote. */
+/** What the search could not tell for sure, or gc could not do, and so kept: data, worded by describeCacheNote. */
 export type CacheNote =
   | { type: 'chain-unreadable'; vm: string; file: string; message: string; kept: 'recorded' | 'everything' }
   | { type: 'layer-backing-unknown'; layer: string; message: string }
   | { type: 'layer-building'; key: string; pid: number }
-  | { type: 'outside-cache'; path: string };
+  | { type: 'outside-cache'; path: string }
+  | { type: 'not-removed'; path: string; message: string };
 
 export function describeCacheNote(n: CacheNote): string {
   switch (n.type) {
@@ -29,6 +30,8 @@ export function describeCacheNote(n: CacheNote): string {
       return `the layer ${n.key} is being built (pid ${n.pid}): every base image is kept`;
     case 'outside-cache':
       return `${n.path} is not inside the image cache (a symlink?): kept`;
+    case 'not-removed':
+      return `${n.path} could not be removed (${n.message})`;
     default:
       return assertNever(n);
   }

@@ -84,7 +84,13 @@ export async function collectGarbage(opts: GcOptions = {}): Promise<GcReport> {
         notes.push({ type: 'outside-cache', path: r.path });
         continue;
       }
-      if (!opts.dryRun) await rm(at, { recursive: r.kind === 'build', force: true });
+      if (!opts.dryRun) {
+        const failed = await rm(at, { recursive: r.kind === 'build', force: true }).then(() => undefined, (err: Error) => err);
+        if (failed) {
+          notes.push({ type: 'not-removed', path: r.path, message: (failed as NodeJS.ErrnoException).code ?? failed.message });
+          continue;
+        }
+      }
       removed.push(r);
     }
     const gone = new Set(removed.map((r) => r.path));

@@ -12,5 +12,5 @@ export async function gc(opts: GcOptions): Promise<number> {
   const out = new Output(opts);
   const report = await collectGarbage({ dryRun: opts['dry-run'] === true, onWait: out.cacheWait });
   out.gc(report);
-  return 0;
+  return report.notes.some((n) => n.type === 'not-removed') ? 1 : 0; // said in a note each
 }
