@@ -1,5 +1,6 @@
 // Owns: everything rum prints. Human output (colour on a TTY unless NO_COLOR), plain lines off a
 // TTY, --json on stdout. Progress goes to stderr so stdout stays data.
+import { homedir } from 'node:os';
 import kleur from 'kleur';
 import { formatDiagnostic } from '../config/frame.js';
 import type { PinnedImage } from '../config/lock-file.js';
@@ -10,6 +11,8 @@ import { changing, describeReason, describeWarning, planChanges, type EngineWarn
 import type { Plan, PlannedNode } from '../graph/plan.js';
 import type { RunResult } from '../graph/execute.js';
 import type { CheckStatus, DoctorReport } from '../host/doctor.js';
+import { describeCacheNote, type CacheNote, type VmRef } from '../image/cache-notes.js';
+import type { GcReport, ImageRow, ImagesReport, Removal } from '../image/gc.js';
 
 export interface OutputOptions {
   json?: boolean;
@@ -189,6 +192,53 @@ export class Output {
     );
   }
 
+  /** Said once when a run waits for gc.lock: a gc, or another run registering its use. */
+  readonly cacheWait = (h: { pid: number; command: string }): void => this.info(`waiting for rum ${visible(h.command)} (pid ${h.pid}) to finish with the image cache...`);
+
+  /** `rum images`: each image, its size, where it came from and which VMs use it. */
+  images(r: ImagesReport): void {
+    if (this.json) return this.data({ cache: r.cache, images: r.images, notes: notesJson(r.notes) });
+    const k = this.k;
+    for (const i of r.images) {
+      const name = i.kind === 'local' ? visible(homePath(i.path)) : shortKey(i.key ?? i.path);
+      this.out(`${i.kind.padEnd(5)}  ${k.bold(name)}  ${i.bytes === null ? k.red('missing') : diskSize(i.bytes)}`);
+      if (i.urls.length > 0) for (const u of i.urls) this.out(`       from ${visible(u)}`);
+      if (i.kind === 'layer') {
+        const on = i.base === null ? 'an unknown base' : (r.images.find((b) => b.kind === 'base' && b.path === i.base)?.key ?? visible(homePath(i.base)));
+        this.out(`       packages: ${i.packages === null ? '?' : i.packages.length === 0 ? 'none' : visible(i.packages.join(', '))}; on ${shortKey(on)}`);
+      }
+      this.out(`       ${i.usedBy.length === 0 ? k.yellow('used by no VM') : `used by ${usersText(i.usedBy)}`}`);
+    }
+    const cached = r.images.filter((i) => i.kind !== 'local');
+    const unused = cached.filter((i) => i.usedBy.length === 0);
+    const total = (l: ImageRow[]) => diskSize(l.reduce((n, i) => n + (i.bytes ?? 0), 0));
+    if (cached.length === 0) this.out(`no cached images (${visible(homePath(r.cache))})`);
+    else
+      this.out(
+        `${cached.length} cached image${cached.length === 1 ? '' : 's'}, ${total(cached)}` +
+          (unused.length > 0 ? `; ${unused.length} used by no VM (${total(unused)}): \`rum gc --dry-run\` shows what would go` : ''),
+      );
+    for (const n of r.notes) this.notice(visible(describeCacheNote(n)));
+  }
+
+  /** `rum gc`: what went (or would), and the space. */
+  gc(r: GcReport): void {
+    if (this.json) return this.data({ ...r, notes: notesJson(r.notes) });
+    const verb = r.dryRun ? 'would remove' : 'removed';
+    const shown = r.removed.filter((x) => x.kind !== 'by-url' && x.kind !== 'layer-meta');
+    for (const x of shown) this.out(`${verb} ${removalText(x, r.cache)} (${diskSize(x.bytes)})`);
+    const count = (kind: Removal['kind'], one: string, many: string) => {
+      const n = r.removed.filter((x) => x.kind === kind).length;
+      if (n > 0) this.out(`${verb} ${n} ${n === 1 ? one : many}`);
+    };
+    count('by-url', 'by-url entry (which URL gave an image)', 'by-url entries (which URL gave an image)');
+    count('layer-meta', "layer's metadata", "layers' metadata");
+    const kept = `${r.kept.length} image${r.kept.length === 1 ? '' : 's'} kept`;
+    if (r.removed.length === 0) this.out(`nothing to remove; ${kept}`);
+    else this.out(`${r.dryRun ? 'would free' : 'freed'} ${diskSize(r.bytes)}${r.dryRun ? ' (`rum gc` removes them)' : ''}; ${kept}`);
+    for (const n of r.notes) this.notice(visible(describeCacheNote(n)));
+  }
+
   /** Renders any error; returns the exit status. The only place a failure becomes text. */
   error(err: unknown): number {
     this.clearSpinner();
@@ -248,6 +298,33 @@ export function diskSize(bytes: number): string {
   }
   return i === 0 ? `${v} B` : `${v >= 100 ? Math.round(v) : +v.toFixed(1)} ${units[i]}`;
 }
+
+/** A digest or key cut to what a person compares: "sha512:67b0c276fb5e…". */
+const shortKey = (key: string) => visible(key.replace(/^((?:\w+:)?[0-9a-f]{16})[0-9a-f]{8,}$/, '$1…'));
+
+function homePath(p: string): string {
+  const home = homedir();
+  return home !== '/' && p.startsWith(`${home}/`) ? `~${p.slice(home.length)}` : p;
+}
+
+const usersText = (refs: VmRef[]) => refs.map((r) => `${r.vm}${r.config === null ? '' : ` (${visible(homePath(r.config))})`}`).join(', ');
+
+function removalText(x: Removal, cache: string): string {
+  const rel = x.path.startsWith(`${cache}/`) ? x.path.slice(cache.length + 1) : x.path;
+  switch (x.kind) {
+    case 'base':
+    case 'layer':
+      return `${x.kind} ${shortKey(x.key ?? rel)}`;
+    case 'incoming':
+      return `${visible(rel)}: a download left unfinished`;
+    case 'build':
+      return `${visible(rel)}/: a layer build left unfinished`;
+    default:
+      return visible(rel);
+  }
+}
+
+const notesJson = (notes: CacheNote[]) => notes.map((n) => ({ ...n, text: describeCacheNote(n) }));
 
 export function nodeJson(n: PlannedNode) {
   return {

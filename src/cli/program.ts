@@ -167,6 +167,17 @@ program
   .action(lazy(async () => (await import('./commands/destroy.js')).destroy));
 
 program
+  .command('images')
+  .describe('Every cached base image and provisioned layer (and local image a VM sits on): size, origin, and which VMs use it')
+  .action(lazy(async () => (await import('./commands/images.js')).images));
+
+program
+  .command('gc')
+  .describe('Remove the cached images and layers no VM uses; refuses while a `rum up`, `build` or `update` uses the cache')
+  .option('-n, --dry-run', 'List what would go and the space it would free; remove nothing')
+  .action(lazy(async () => (await import('./commands/gc.js')).gc));
+
+program
   .command('graph')
   .describe("Show the build graph (every machine's) with each node's state")
   .option('--format', 'text | dot | mermaid | json', 'text')

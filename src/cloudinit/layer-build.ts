@@ -32,7 +32,9 @@ if [ -s ${DIR}/packages ]; then
   say "step: apt-get update"
   apt-get -q update || fail "apt-get update" $?
   say "step: installing $(tr '\\n' ' ' < ${DIR}/packages)"
-  xargs -a ${DIR}/packages apt-get -q -y -o Dpkg::Options::=--force-confold install || fail "apt-get install" $?
+  # Names rum.yaml's schema allows: no blanks, no glob characters.
+  set -- $(cat ${DIR}/packages)
+  apt-get -q -y -o Dpkg::Options::=--force-confold install "$@" || fail "apt-get install" $?
 fi
 if [ -f ${DIR}/image.sh ]; then
   say "step: provision.image"
@@ -89,6 +91,14 @@ export function buildOutcome(console: string): BuildOutcome {
   if (failed) return { ok: false, why: failed.slice('failed: '.length) };
   const last = [...marks].reverse().find((m) => m.startsWith('step: '));
   return { ok: false, why: last ? `the builder stopped during "${last.slice('step: '.length)}"` : 'the builder stopped before its build script ran' };
+}
+
+/** What to show of a failed build's console: up to its last line of rum's, where it stopped. */
+export function consoleExcerpt(console: string, lines = 30): string {
+  const all = console.split(/\r?\n/).filter((l) => l.trim() !== '');
+  let end = all.length;
+  for (let i = all.length - 1; i >= 0; i--) if (all[i]!.includes(MARK)) { end = i + 1; break; }
+  return all.slice(Math.max(0, end - lines), end).join('\n');
 }
 
 /** The latest step on the console, for progress. */

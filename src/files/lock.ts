@@ -59,10 +59,28 @@ export interface LockOptions {
   signal?: AbortSignal;
 }
 
-export async function acquireLock(path: string, opts: LockOptions): Promise<Lock> {
+/** This process as a lock file names its owner; also the body of other records judged the same
+ * way (the image cache's use records, src/image/cache-use.ts). */
+export async function ownerRecord(): Promise<string> {
   const me: Owner = { pid: process.pid, start: await startTime(process.pid), host: hostname(), command: process.argv.slice(2).join(' ') };
+  return JSON.stringify(me);
+}
+
+/**
+ * Who holds the lock (or owner record) at `path`, judged as acquireLock judges it: its owner while
+ * that process lives; 'stale' when the file is damaged or its owner dead (a taker may have it);
+ * undefined when there is no file.
+ */
+export async function lockHolder(path: string): Promise<{ pid: number; command: string; host?: string } | 'stale' | undefined> {
+  const { owner, ino } = await readOwner(path);
+  if (ino === undefined) return undefined;
+  if (!owner || !(await alive(owner))) return 'stale';
+  return { pid: owner.pid, command: owner.command, ...(owner.host !== undefined && owner.host !== hostname() ? { host: owner.host } : {}) };
+}
+
+export async function acquireLock(path: string, opts: LockOptions): Promise<Lock> {
   const tmp = tempPath(path);
-  const record = JSON.stringify(me);
+  const record = await ownerRecord();
   await writeFile(tmp, record, { mode: 0o644 }).catch(async (err: unknown) => {
     await rm(tmp, { force: true });
     throw asNoSpace(err, path, record.length);

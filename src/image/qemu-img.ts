@@ -1,5 +1,6 @@
 // Owns: running qemu-img and turning its JSON into types; its failures into RumError.
 // Not: deciding when an overlay is made or resized (tasks/overlay.ts).
+import { dirname, resolve } from 'node:path';
 import { execa, ExecaError } from 'execa';
 import { RumError } from '../errors.js';
 import { seeDoctor } from '../host/check.js';
@@ -44,6 +45,29 @@ export async function imageInfo(path: string): Promise<ImageInfo> {
   if (typeof specific?.['data-file'] === 'string') info.dataFile = specific['data-file'];
   if (specific?.corrupt === true) info.corrupt = true;
   return info;
+}
+
+/**
+ * Every file the image at `path` reads from: itself first, then each backing file down to the
+ * one with none, as absolute paths (relative backing names resolved as QEMU resolves them).
+ * Fails when any file in the chain cannot be opened: a chain known only in part is the caller's
+ * to judge. `--force-share`: the chain is usually open in a running VM.
+ */
+export async function backingChain(path: string): Promise<string[]> {
+  const abs = resolve(path);
+  const out = await qemuImg(['info', '--force-share', '--backing-chain', '--output=json', '--', abs]);
+  let j: unknown;
+  try {
+    j = JSON.parse(out.stdout);
+  } catch (err) {
+    throw new RumError('IMAGE', `qemu-img info --backing-chain ${abs}: unreadable output`, undefined, { cause: err });
+  }
+  if (!Array.isArray(j) || j.length === 0) throw new RumError('IMAGE', `qemu-img info --backing-chain ${abs}: no images in its output`);
+  // Each entry's filename is the previous one's full-backing-filename: absolute, maybe with "..".
+  return j.map((e: { filename?: unknown }, i) => {
+    if (typeof e?.filename !== 'string') throw new RumError('IMAGE', `qemu-img info --backing-chain ${abs}: image ${i} has no filename`);
+    return i === 0 ? abs : resolve(dirname(abs), e.filename);
+  });
 }
 
 /**

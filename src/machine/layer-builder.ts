@@ -18,7 +18,6 @@ import { macFor, type Machine } from './machine.js';
 const HEADROOM = 2 ** 30;
 /** Bounds the wait for a build: a guest that hangs is stopped and its console shown. */
 const BUILD_TIMEOUT_MS = 60 * 60_000;
-const CONSOLE_TAIL = 40;
 
 export interface LayerRequest {
   key: string;
@@ -58,7 +57,7 @@ async function build(req: LayerRequest, store: LayerStore): Promise<CachedLayer>
   await mkdir(dir, { recursive: true, mode: 0o755 });
   try {
     req.progress('writing the builder\'s disk and seed');
-    const [{ createOverlay, check }, { buildIso }, { layerMetaData, layerUserData, buildOutcome, currentStep }, { domainXml }] = await Promise.all([
+    const [{ createOverlay, check }, { buildIso }, { layerMetaData, layerUserData, buildOutcome, consoleExcerpt, currentStep }, { domainXml }] = await Promise.all([
       import('../image/qemu-img.js'),
       import('../iso/iso9660.js'),
       import('../cloudinit/layer-build.js'),
@@ -116,7 +115,7 @@ async function build(req: LayerRequest, store: LayerStore): Promise<CachedLayer>
       // Kept beside the layers: the build directory goes, the reason must not.
       const log = join(store.dir, `${key}.failed.log`);
       await copyFile(file('console.log'), log).catch(() => undefined);
-      const tail = consoleText.split(/\r?\n/).filter((l) => l.trim() !== '').slice(-CONSOLE_TAIL).join('\n');
+      const tail = consoleExcerpt(consoleText);
       throw new RumError(
         'FAILED',
         `building the provisioned layer failed: ${outcome.why}; no layer was kept. The builder's console ended:\n${tail}`,

@@ -43,6 +43,8 @@ test('layers: built once, shared by a second project without apt, reused by --re
 
   // B: same provisioning, same cache: cached, no builder boots (no new layer file), and the
   // guest's own first boot ran no apt at all.
+  // The key needs the base image's digest: once B has it (from the cache: no download), the plan knows.
+  assert.equal((await b.rum('build', 'base-image')).code, 0);
   const planB = await b.rumJson('up', '--dry-run');
   assert.match(planB.nodes.find((n: any) => n.id === 'layer').note, /^cached: /);
   const upB = await b.rumJson('up');

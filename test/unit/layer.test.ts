@@ -7,7 +7,7 @@ import { chmod, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { buildOutcome, currentStep, layerUserData } from '../../src/cloudinit/layer-build.js';
+import { buildOutcome, consoleExcerpt, currentStep, layerUserData } from '../../src/cloudinit/layer-build.js';
 import { initDigests } from '../../src/graph/digest.js';
 import { layerKey, LayerStore } from '../../src/image/layer-store.js';
 import { pyyamlLoad } from '../helpers/pyyaml.js';
@@ -72,6 +72,10 @@ test("the builder's console tells a sealed build from a failed or cut one", () =
   assert.deepEqual(buildOutcome(noise), { ok: false, why: 'the builder stopped before its build script ran' });
   assert.equal(currentStep('rum-layer: step: apt-get update\nGet:1 ...\nrum-layer: step: installing git \n'), 'installing git');
   assert.equal(currentStep(noise), undefined);
+  // A failure is shown up to rum's last line, not the shutdown after it.
+  const failed = `${noise}E: Unable to locate package nope\nrum-layer: failed: apt-get install exited 100\n[ 61.4] systemd-shutdown[1]: Syncing filesystems\nreboot: Power down\n`;
+  assert.equal(consoleExcerpt(failed, 2), 'E: Unable to locate package nope\nrum-layer: failed: apt-get install exited 100');
+  assert.equal(consoleExcerpt('a\nb\nc\n', 2), 'b\nc', 'no line of rum\'s: the last lines');
 });
 
 test('the store finds a layer only once its file and its record are both there', async (t) => {

@@ -3,6 +3,7 @@
 import { exitCodes, RumError } from '../../errors.js';
 import { asNoSpace } from '../../files/space.js';
 import { execute, type RunResult } from '../../graph/execute.js';
+import { useCache, type CacheUse } from '../../image/cache-use.js';
 import { describeReason } from '../../graph/events.js';
 import { makePlan, type Plan, type PlannedNode, type PlanOptions } from '../../graph/plan.js';
 import type { Machine } from '../../machine/machine.js';
@@ -86,7 +87,10 @@ export async function runGraph(
     signal: controller.signal,
     onWait: (pid) => out.info(`waiting for another rum (pid ${pid}) to finish with ${o.project.single ? `VM ${o.machines[0]!.domain}` : `project ${o.project.name}`}...`),
   });
+  let use: CacheUse | undefined;
   try {
+    // Registered before anything reads the image cache: a `rum gc` meanwhile refuses.
+    use = await useCache({ env: o.env, signal: controller.signal, onWait: out.cacheWait });
     await settleSnapshots(o, machines);
     if (hooks.pin) await pinImages(out, o, machines, hooks.pin.locked, controller.signal);
     await hooks.before?.(planOpts.reset ? asked : machines, planOpts);
@@ -111,6 +115,7 @@ export async function runGraph(
     await e.digests.save();
     return { o, machines, result, plan };
   } finally {
+    await use?.release();
     await lock.release();
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigint);
