@@ -2,6 +2,7 @@
 // a temp XDG_CACHE_HOME / XDG_DATA_HOME. What a disk backs on is kept whatever its state record
 // says; what nothing uses goes; nothing outside the cache is ever removed; a run using the cache
 // makes gc refuse. No libvirt, no network.
+import '../helpers/no-network.js'; // first: a unit test never reaches the network (see there)
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
