@@ -11,18 +11,27 @@ import type { RumCtx } from './context.js';
 import { sshPort } from './ssh-port.js';
 import { resolveMounts } from '../src/mounts/resolve.js';
 import { overlay } from './overlay.js';
-import { layersInput } from './snapshots.js';
-import { layer } from './layer.js';
 import type { BackingFile } from '../src/libvirt/domain-xml.js';
+
+/**
+ * The files under the disk, nearest first, as the disk's own headers say (snapshot layers, a
+ * provisioned layer, the base image): what the XML names when the files keep their owner. Read
+ * from the disk, never derived from rum.yaml: a disk kept on an older layer, or adopted, sits on
+ * what it was made on. None while there is no disk (assessed again once the overlay is made).
+ */
+async function chainInput(c: RumCtx): Promise<{ 'disk.chain'?: BackingFile[] }> {
+  const { backingFiles } = await import('../src/image/qemu-img.js');
+  const files = await backingFiles(c.vm.path('overlay')).catch(() => undefined);
+  return files && files.length > 1 ? { 'disk.chain': files.slice(1).map((f) => ({ path: f.path, format: f.format === 'raw' ? 'raw' : 'qcow2' })) } : {};
+}
 
 export const domainXml = defineRule({
   id: 'domain-xml',
   kind: 'derived',
   version: 5, // 3: QEMU runs as the user under qemu:///system; 4: only root's, else libvirt's QEMU user; 5: keepOwners
-  // The layer is keyed for its chain: a reset onto a new layer must redefine the domain.
-  deps: [sshPort, baseImage, layer],
-  // Order only: a run that makes a new disk (--reset drops the snapshots) changes the layers this
-  // reads; assessed after it, the definition names the chain the new disk has.
+  deps: [sshPort, baseImage],
+  // Order only: a run that makes a new disk (--reset: a new layer, no snapshots) changes the
+  // chain this reads; assessed after it, the definition names the chain the new disk has.
   after: [overlay],
   inputs: async (c: RumCtx) => {
     const { config } = c;
@@ -39,8 +48,8 @@ export const domainXml = defineRule({
       owner: config.file,
       runAs: c.machine.qemuRunsAs(),
       keepOwners: keepsOwners(config.libvirt.uri, c.env),
-      // Named in the XML only when the files keep their owner; a snapshot changes them.
-      ...(keepsOwners(config.libvirt.uri, c.env) ? await layersInput(c) : {}),
+      // Named in the XML only when the files keep their owner; a snapshot or a reset changes it.
+      ...(keepsOwners(config.libvirt.uri, c.env) ? await chainInput(c) : {}),
     };
   },
   output: ({ vm }) => vm.path('domainXml'),
@@ -88,15 +97,15 @@ export const domainXml = defineRule({
       owner: { configFile: ctx.config.file, vmDir: ctx.vm.dir },
       ...(i.runAs ? { runAs: i.runAs } : {}),
     } as Parameters<typeof render>[0];
-    // What the disk was made on (a disk recorded before layers: the base image). A disk kept on
-    // an older layer stays on it until --reset, and the domain names that one.
-    const recorded = (upstream(overlay).data as { on?: BackingFile[] } | undefined)?.on;
-    const under: BackingFile[] = recorded ?? [{ path: base.path, format: base.format as 'qcow2' | 'raw' }];
-    const xml = render({ ...spec, ...(i.keepOwners ? { keepOwners: { chain: [...(i['disk.layers'] ?? []).map((path) => ({ path, format: 'qcow2' as const })), ...under] } } : {}) });
+    const chain: BackingFile[] = i['disk.chain'] ?? [{ path: base.path, format: base.format as 'qcow2' | 'raw' }];
+    const xml = render({ ...spec, ...(i.keepOwners ? { keepOwners: { chain } } : {}) });
     await writeAtomic(ctx.vm.path('domainXml'), xml);
     // The identity the running guest depends on leaves the snapshot layers out: a snapshot of a
     // running guest moves the chain under it, and must not make it need a restart. The defined
-    // domain follows the layers itself (tasks/defined-domain.ts).
+    // domain follows the layers itself (tasks/defined-domain.ts). What they sit on (the
+    // provisioned layer, the base) is in it: a reset onto another layer redefines the domain.
+    const snapshotLayers = `${ctx.vm.path('layers')}/`;
+    const under = chain.filter((f) => !f.path.startsWith(snapshotLayers));
     return { digest: digestOf(i.keepOwners ? render({ ...spec, keepOwners: { chain: under } }) : xml) };
   },
   check: ({ ctx: { vm } }) => fileExists(vm.path('domainXml')),

@@ -7,6 +7,7 @@ import { defineRule } from '../src/graph/rule.js';
 import { baseImage } from './base-image.js';
 import type { RumCtx } from './context.js';
 import { projectNetwork } from './project-network.js';
+import { LAYER_RECIPE } from '../src/image/layer-store.js';
 
 /** What the disk and the domain read: the layer, and the chain under it. */
 export type Layer = {
@@ -25,7 +26,7 @@ const provisioned = (c: RumCtx) => ({
 export const layer = defineRule({
   id: 'layer',
   kind: 'fetched',
-  version: 1,
+  version: LAYER_RECIPE, // the key in the cache has it too: one bump, both move
   deps: [baseImage],
   // The builder boots on the machine's network, which must exist first.
   after: [projectNetwork],
@@ -41,7 +42,7 @@ export const layer = defineRule({
     const [{ layerKey }, { ensureLayer }] = await Promise.all([import('../src/image/layer-store.js'), import('../src/machine/layer-builder.js')]);
     const base = upstream(baseImage);
     const want = { packages: i['provision.packages'], aptSources: i['provision.apt_sources'], script: i['provision.image'] };
-    const key = layerKey({ base: base.digest, ...want });
+    const key = layerKey({ base: base.digest, basePath: base.data.path, ...want });
     const got = await ensureLayer({
       key,
       base: { ...base.data, digest: base.digest },

@@ -24,11 +24,7 @@ export const overlay = defineRule({
     const { check, createOverlay, imageInfo } = await import('../src/image/qemu-img.js');
     const base = upstream(baseImage).data;
     const provisioned: Layer | undefined = layer.applies!(ctx) ? upstream(layer).data : undefined;
-    // What the disk sits on, top down: the domain names this chain (keepOwners).
-    const on = provisioned
-      ? [{ path: provisioned.path, format: 'qcow2' }, { path: base.path, format: base.format }]
-      : [{ path: base.path, format: base.format }];
-    const under = on[0]!;
+    const under = provisioned ? { path: provisioned.path, format: 'qcow2' } : { path: base.path, format: base.format };
     const path = ctx.vm.path('overlay');
     const exists = await stat(path).then(() => true, () => false);
     // A disk that exists but has no record (a crash after creating it, a lost state record):
@@ -36,7 +32,7 @@ export const overlay = defineRule({
     if (exists && action !== 'rebuild') {
       const info = await imageInfo(path).catch(() => undefined);
       const below = chainOf(await readSnapshots(ctx.vm), ctx.vm)[0] ?? under.path; // a snapshot's layer, or what the disk was made on
-      if (info?.backingFile === below) return { digest: digestOf(`overlay:${under.path}:adopted`), data: { size: info.virtualSize, on } };
+      if (info?.backingFile === below) return { digest: digestOf(`overlay:${under.path}:adopted`), data: { size: info.virtualSize } };
       throw new RumError(
         'STATE',
         `the VM's disk ${path} has no record, and ${info ? `it is based on ${info.backingFile ?? 'no image'}, not ${below}` : 'qemu-img cannot read it'}: rum will not replace it`,
@@ -61,7 +57,7 @@ export const overlay = defineRule({
     await (await ctx.machine.snapshots()).dropAll(make);
     // Its identity is its creation, not its ever-changing content.
     // A disk on no layer keeps the digest it always had.
-    return { digest: digestOf(`overlay:${base.path}:${ctx.generation}${provisioned ? `:${provisioned.path}` : ''}`), data: { size, on } };
+    return { digest: digestOf(`overlay:${base.path}:${ctx.generation}${provisioned ? `:${provisioned.path}` : ''}`), data: { size } };
   },
   // Gone behind rum's back, the guest's data went with it: never silently replaced by an empty
   // disk (which the same instance-id would not even provision).

@@ -52,6 +52,9 @@ export const userData = defineRule({
     'ssh.user': ctx.config.ssh.user,
     uid: guestUid(ctx.config.file),
     'ssh.authorized_keys': ctx.config.ssh.authorized_keys,
+    // Always empty now (packages are the layer's), kept so that the keys of VMs made before
+    // layers stand: a field that goes makes every user-data stale.
+    'provision.packages': [] as string[],
     'provision.apt_sources': bootAptSources(ctx),
     'provision.system': ctx.config.provision.system,
     'provision.boot': ctx.config.provision.boot,

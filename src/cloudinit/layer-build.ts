@@ -26,15 +26,17 @@ const BUILD = `#!/bin/sh
 set -u
 exec >/dev/console 2>&1
 say() { echo "${MARK} $*"; }
-fail() { say "failed: $1 exited $2"; sync; systemctl poweroff --force; exit 1; }
+# poweroff --force returns at once: the sleep keeps cloud-init from going on meanwhile.
+off() { sync; systemctl poweroff --force; sleep 600; }
+fail() { say "failed: $1 exited $2"; off; exit 1; }
 export DEBIAN_FRONTEND=noninteractive
 if [ -s ${DIR}/packages ]; then
   say "step: apt-get update"
-  apt-get -q update || fail "apt-get update" $?
+  apt-get -q -o DPkg::Lock::Timeout=600 update || fail "apt-get update" $?
   say "step: installing $(tr '\\n' ' ' < ${DIR}/packages)"
   # Names rum.yaml's schema allows: no blanks, no glob characters.
   set -- $(cat ${DIR}/packages)
-  apt-get -q -y -o Dpkg::Options::=--force-confold install "$@" || fail "apt-get install" $?
+  apt-get -q -y -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confold install "$@" || fail "apt-get install" $?
 fi
 if [ -f ${DIR}/image.sh ]; then
   say "step: provision.image"
@@ -51,7 +53,7 @@ rm -rf /var/log/journal/*
 fstrim -v / || say "fstrim failed: the layer keeps the freed blocks"
 sync
 say "sealed"
-systemctl poweroff --force
+off
 `;
 
 export function layerMetaData(key: string): string {

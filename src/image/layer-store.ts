@@ -10,7 +10,7 @@
 // Each build has its own file name: a disk made on one build of a key never finds another
 // build's bytes under its backing file (a layer is not reproducible bit for bit).
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, readFile, rename, stat } from 'node:fs/promises';
+import { chmod, mkdir, open, readFile, rename, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fsyncDir, writeAtomic } from '../files/atomic.js';
 import { acquireLock, type Lock } from '../files/lock.js';
@@ -23,6 +23,9 @@ export const LAYER_RECIPE = 1;
 /** What a layer is made of: exactly what its key reads. */
 export interface LayerInputs {
   base: string; // the base image's digest
+  /** Where the base is: the layer's header names it. A cached base's path follows its digest; two
+   * local files with the same bytes are still two bases (either may change or go). */
+  basePath: string;
   packages: readonly string[];
   aptSources?: readonly string[];
   script?: string; // provision.image
@@ -46,7 +49,7 @@ export interface CachedLayer {
 }
 
 export function layerKey(i: LayerInputs): string {
-  return digestOf(canonicalJson({ recipe: LAYER_RECIPE, base: i.base, packages: i.packages, aptSources: i.aptSources, script: i.script }));
+  return digestOf(canonicalJson({ recipe: LAYER_RECIPE, base: i.base, basePath: i.basePath, packages: i.packages, aptSources: i.aptSources, script: i.script }));
 }
 
 export function layersDir(cacheDir = imageCacheDir()): string {
@@ -87,6 +90,8 @@ export class LayerStore {
     const file = `${r.key}-${randomBytes(4).toString('hex')}.qcow2`;
     const path = join(this.dir, file);
     await chmod(built, 0o444);
+    const fh = await open(built, 'r');
+    await fh.sync().finally(() => fh.close()); // its bytes on disk before its name is
     await rename(built, path);
     await fsyncDir(this.dir);
     const record: LayerRecord = { ...r, file, created: new Date().toISOString(), recipe: LAYER_RECIPE };

@@ -54,6 +54,11 @@ export async function imageInfo(path: string): Promise<ImageInfo> {
  * to judge. `--force-share`: the chain is usually open in a running VM.
  */
 export async function backingChain(path: string): Promise<string[]> {
+  return (await backingFiles(path)).map((f) => f.path);
+}
+
+/** The image and every file under it, top first, each with its format. */
+export async function backingFiles(path: string): Promise<{ path: string; format: ImageFormat }[]> {
   const abs = resolve(path);
   const out = await qemuImg(['info', '--force-share', '--backing-chain', '--output=json', '--', abs]);
   let j: unknown;
@@ -64,9 +69,9 @@ export async function backingChain(path: string): Promise<string[]> {
   }
   if (!Array.isArray(j) || j.length === 0) throw new RumError('IMAGE', `qemu-img info --backing-chain ${abs}: no images in its output`);
   // Each entry's filename is the previous one's full-backing-filename: absolute, maybe with "..".
-  return j.map((e: { filename?: unknown }, i) => {
-    if (typeof e?.filename !== 'string') throw new RumError('IMAGE', `qemu-img info --backing-chain ${abs}: image ${i} has no filename`);
-    return i === 0 ? abs : resolve(dirname(abs), e.filename);
+  return j.map((e: { filename?: unknown; format?: unknown }, i) => {
+    if (typeof e?.filename !== 'string' || typeof e.format !== 'string') throw new RumError('IMAGE', `qemu-img info --backing-chain ${abs}: image ${i} has no filename or format`);
+    return { path: i === 0 ? abs : resolve(dirname(abs), e.filename), format: e.format };
   });
 }
 

@@ -1,8 +1,8 @@
 // Owns: building a provisioned layer: a throwaway guest on a disk over the base image boots
 // the builder's seed, installs and seals (src/cloudinit/layer-build.ts), powers off; its disk
-// is checked and taken into the cache. One build per key at a time, machine-wide (the key's
-// lock); a killed build leaves only its build directory and, at worst, a guest the next build
-// of the key stops first. Not: when a layer is needed (tasks/layer.ts).
+// is checked and taken into the cache. One build per key per cache at a time (the key's lock);
+// a killed build leaves only its build directory and, at worst, a guest the next build of the
+// key in that cache stops first. Not: when a layer is needed (tasks/layer.ts).
 import { readFile, rm, mkdir, writeFile, copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RumError } from '../errors.js';
@@ -11,6 +11,7 @@ import { pollUntil } from '../files/wait.js';
 import type { ImageFormat } from '../image/qemu-img.js';
 import { LayerStore, type CachedLayer, type LayerInputs } from '../image/layer-store.js';
 import type { Plan } from '../graph/plan.js';
+import { digestOf } from '../graph/digest.js';
 import { macFor, type Machine } from './machine.js';
 
 /** The builder's disk: the base image's size and this much more for packages. A VM's disk is
@@ -18,11 +19,14 @@ import { macFor, type Machine } from './machine.js';
 const HEADROOM = 2 ** 30;
 /** Bounds the wait for a build: a guest that hangs is stopped and its console shown. */
 const BUILD_TIMEOUT_MS = 60 * 60_000;
+/** A guest that has not started the build script by then never will (no cloud-init, a seed it
+ * did not read): said then, not after the hour. */
+const START_TIMEOUT_MS = 10 * 60_000;
 
 export interface LayerRequest {
   key: string;
   base: { path: string; format: ImageFormat; virtualSize: number; digest: string };
-  inputs: Omit<LayerInputs, 'base'>;
+  inputs: Omit<LayerInputs, 'base' | 'basePath'>;
   /** Whose libvirt, network and resources the builder uses. */
   machine: Machine;
   progress(message: string): void;
@@ -30,7 +34,9 @@ export interface LayerRequest {
   signal: AbortSignal;
 }
 
-export const builderName = (key: string) => `rum-layer-${key}`;
+/** Its domain's name (and MAC): per key and per cache, so that two users' or two caches'
+ * builds of one key on one libvirt never meet. */
+export const builderName = (key: string, buildDir: string) => `rum-layer-${key}-${digestOf(buildDir).slice(0, 8)}`;
 
 /** The cached layer for the key, built first when the cache has none. */
 export async function ensureLayer(req: LayerRequest, store = new LayerStore()): Promise<CachedLayer & { built: boolean }> {
@@ -49,10 +55,10 @@ export async function ensureLayer(req: LayerRequest, store = new LayerStore()): 
 async function build(req: LayerRequest, store: LayerStore): Promise<CachedLayer> {
   const { key, base, machine: m } = req;
   const dir = store.buildDir(key);
-  const name = builderName(key);
+  const name = builderName(key, dir);
   const file = (f: string) => join(dir, f);
   // Under the key's lock: what is here or running under this name is a killed build's.
-  await stopBuilder(m, name);
+  await stopBuilder(m, name, dir);
   await rm(dir, { recursive: true, force: true });
   await mkdir(dir, { recursive: true, mode: 0o755 });
   try {
@@ -99,18 +105,23 @@ async function build(req: LayerRequest, store: LayerStore): Promise<CachedLayer>
     await m.startTransient(file('domain.xml'), req.notice);
     const readConsole = () => readFile(file('console.log'), 'utf8').catch(() => '');
     let said = '';
+    const started = performance.now();
     const off = await pollUntil(
-      async () => {
-        if ((await m.virsh.domainState(name)) === undefined) return true;
-        const step = `builder: ${currentStep(await readConsole()) ?? 'booting'}`;
-        if (step !== said) req.progress((said = step)); // a line per step, not per look
+      async (): Promise<'off' | 'silent' | false> => {
+        if ((await m.virsh.domainState(name)) === undefined) return 'off';
+        const step = currentStep(await readConsole()) ?? 'booting';
+        if (step === 'booting' && performance.now() - started > START_TIMEOUT_MS) return 'silent';
+        if (step !== said) req.progress(`builder: ${(said = step)}`); // a line per step, not per look
         return false;
       },
       { everyMs: 2000, timeoutMs: BUILD_TIMEOUT_MS, maxTries: BUILD_TIMEOUT_MS / 1000, signal: req.signal },
     );
     const consoleText = await readConsole();
     if (req.signal.aborted) throw new RumError('INTERRUPTED', 'interrupted while building the layer: nothing was kept', 'run the command again to build it');
-    const outcome = off ? buildOutcome(consoleText) : { ok: false as const, why: `the builder did not finish in ${BUILD_TIMEOUT_MS / 60_000} min` };
+    const outcome =
+      off === 'off'
+        ? buildOutcome(consoleText)
+        : { ok: false as const, why: off === 'silent' ? `the builder did not start its build script in ${START_TIMEOUT_MS / 60_000} min (is image.base a cloud image with cloud-init?)` : `the builder did not finish in ${BUILD_TIMEOUT_MS / 60_000} min` };
     if (!outcome.ok) {
       // Kept beside the layers: the build directory goes, the reason must not.
       const log = join(store.dir, `${key}.failed.log`);
@@ -135,33 +146,36 @@ async function build(req: LayerRequest, store: LayerStore): Promise<CachedLayer>
       virtualSize: base.virtualSize + HEADROOM,
     });
   } finally {
-    await stopBuilder(m, name);
+    await stopBuilder(m, name, dir);
     await rm(dir, { recursive: true, force: true });
   }
 }
 
-/** A builder still running (a failed wait, a killed rum) is pulled: it is throwaway, and only
- * rum's own name is touched (rum-layer-<key>, marked with rum's title). */
-async function stopBuilder(m: Machine, name: string): Promise<void> {
+/** A builder still running (a failed wait, a killed rum) is pulled: it is throwaway. Only one
+ * whose mark names this build's directory. */
+async function stopBuilder(m: Machine, name: string, dir: string): Promise<void> {
   const xml = await m.virsh.dumpxml(name);
-  if (xml === undefined || !xml.includes('rum: layer builder')) return;
-  await m.virsh.destroy(name);
+  if (xml === undefined) return;
+  const { readOwnerMark } = await import('../libvirt/domain-xml.js');
+  if (readOwnerMark(xml)?.vmDir === dir) await m.virsh.destroy(name);
 }
 
 /** For a plan that would build a layer: whether its key is in the cache already ("cached": no
  * builder boots) or not. A base image not fetched yet leaves the key unknown. */
 export async function noteLayerCache(plan: Plan, store = new LayerStore()): Promise<void> {
   const { layerKey } = await import('../image/layer-store.js');
-  const pending = new Set(plan.nodes.filter((n) => n.action !== 'none' && n.rule.id === 'base-image').map((n) => n.rule.id));
+  const pending = plan.nodes.some((n) => n.action !== 'none' && n.rule.id === 'base-image');
   for (const n of plan.nodes) {
     if (n.rule.id !== 'layer' || n.action === 'none' || !n.inputs) continue;
-    const base = n.node.primary.state.get('base-image')?.output;
-    if (!base || pending.size > 0) {
+    const rec = n.node.primary.state.get('base-image');
+    const base = rec?.output;
+    const basePath = (rec?.data as { path?: unknown } | undefined)?.path;
+    if (!base || typeof basePath !== 'string' || pending) {
       n.note = 'key known once the base image is fetched';
       continue;
     }
     const i = n.inputs as { 'provision.packages': string[]; 'provision.apt_sources'?: string[]; 'provision.image'?: string };
-    const key = layerKey({ base, packages: i['provision.packages'], aptSources: i['provision.apt_sources'], script: i['provision.image'] });
+    const key = layerKey({ base, basePath, packages: i['provision.packages'], aptSources: i['provision.apt_sources'], script: i['provision.image'] });
     n.note = (await store.lookup(key)) ? `cached: ${key}` : `key ${key} not in cache: a builder VM installs it`;
   }
 }

@@ -56,7 +56,9 @@ test('layers: built once, shared by a second project without apt, reused by --re
   assert.deepEqual(bootLog.stdout.trim().split('\n'), ['0', '1'], `cloud-init ran no apt; apt's history has the layer's one run only\n${bootLog.stderr}`);
 
   // Two machines, not two copies of the builder.
-  const facts = async (p: E2eProject) => (await p.exec('cat /etc/machine-id /etc/ssh/ssh_host_ed25519_key.pub; ls /var/lib/cloud/instances')).stdout.trim().split('\n');
+  // (The public key file has no final newline.)
+  const facts = async (p: E2eProject) =>
+    (await p.exec('cat /etc/machine-id; echo; sudo cat /etc/ssh/ssh_host_ed25519_key.pub; echo; ls /var/lib/cloud/instances')).stdout.split('\n').filter(Boolean);
   const [fa, fb] = [await facts(a), await facts(b)];
   assert.match(fa[0]!, /^[0-9a-f]{32}$/);
   assert.notEqual(fa[0], fb[0], 'machine-ids differ');
@@ -67,6 +69,13 @@ test('layers: built once, shared by a second project without apt, reused by --re
   const [ipA, ipB] = [await addr(a), await addr(b)];
   assert.notEqual(ipA, ipB, 'each has its own lease');
   assert.ok(leases.includes(ipA) && leases.includes(ipB), leases);
+
+  // rum images: the layer, its packages and its base, used by both projects.
+  const images = (await b.rumJson('images')).images as any[];
+  const row = images.find((i) => i.kind === 'layer');
+  assert.deepEqual(row?.packages, ['inotify-tools'], JSON.stringify(images));
+  assert.deepEqual(row.usedBy.map((u: any) => u.config).sort(), [join(a.dir, 'rum.yaml'), join(b.dir, 'rum.yaml')].sort());
+  assert.ok(images.some((i) => i.kind === 'base' && i.path === row.base && i.usedBy.length === 2), 'the base is used through the layer');
 
   // A package change: the layer is stale, the disk waits for --reset and the plan says why.
   await b.editConfig((c) => c.provision.packages.push('libinotifytools0'));

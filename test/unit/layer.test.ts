@@ -13,7 +13,7 @@ import { layerKey, LayerStore } from '../../src/image/layer-store.js';
 import { pyyamlLoad } from '../helpers/pyyaml.js';
 import { run } from '../helpers/rig.js';
 
-const inputs = { base: '0123456789abcdef', packages: ['git', 'curl'], aptSources: ['deb [trusted=yes] http://10.0.2.2:8080 ./'], script: 'echo hi\n' };
+const inputs = { base: '0123456789abcdef', basePath: '/cache/sha512-0123.img', packages: ['git', 'curl'], aptSources: ['deb [trusted=yes] http://10.0.2.2:8080 ./'], script: 'echo hi\n' };
 
 test('the layer key changes with each input it reads, and with nothing else', async () => {
   await initDigests();
@@ -22,6 +22,7 @@ test('the layer key changes with each input it reads, and with nothing else', as
   assert.equal(layerKey({ ...inputs, packages: [...inputs.packages] }), k);
   const changed = [
     { ...inputs, base: 'fedcba9876543210' },
+    { ...inputs, basePath: '/elsewhere/same-bytes.qcow2' },
     { ...inputs, packages: ['git'] },
     { ...inputs, packages: ['curl', 'git'] }, // apt installs both either way, but a reordered list is a new request
     { ...inputs, aptSources: ['deb http://other ./'] },

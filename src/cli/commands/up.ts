@@ -22,7 +22,7 @@ export function planHints(plan: Plan, single = true): string[] {
   const named = (n: PlannedNode) => (single ? '' : ` ${n.machine}`);
   for (const n of plan.nodes) {
     if (n.action === 'kept-needs-reset' && n.rule.id === 'overlay' && n.reason?.type === 'upstream-changed' && n.reason.nodes.some((d) => d.endsWith('layer')))
-      hints.push(`the provisioned layer changed (provision.packages, provision.image or apt_sources): the disk stays on the layer it was made on; \`rum up --reset${named(n)}\` makes a fresh disk on the new one (the guest's data is lost)`);
+      hints.push(`the provisioned layer changed (provision.packages, provision.image or apt_sources): the disk stays on the image or layer it was made on; \`rum up --reset${named(n)}\` makes a fresh disk on the new one (the guest's data is lost)`);
     else if (n.action === 'kept-needs-reset')
       hints.push(`${n.id} is kept: ${n.reason ? describeReason(n.reason) : 'changed'}; \`rum up --reset${named(n)}\` applies it (a fresh disk: the guest's data is lost)`);
     if (n.action === 'kept-needs-restart')
