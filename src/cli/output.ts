@@ -302,7 +302,8 @@ export function diskSize(bytes: number): string {
 /** A digest or key cut to what a person compares: "sha512:67b0c276fb5e…". */
 const shortKey = (key: string) => visible(key.replace(/^((?:\w+:)?[0-9a-f]{16})[0-9a-f]{8,}$/, '$1…'));
 
-function homePath(p: string): string {
+/** A path under the home directory as `~/...`. */
+export function homePath(p: string): string {
   const home = homedir();
   return home !== '/' && p.startsWith(`${home}/`) ? `~${p.slice(home.length)}` : p;
 }

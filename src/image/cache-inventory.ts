@@ -11,9 +11,7 @@
 import { lstat, readdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { lockHolder } from '../files/lock.js';
-import { layersDir as layerStoreDir } from './layer-store.js';
-
-export { layerStoreDir };
+import { layersDir } from './layer-store.js';
 
 export interface CachedBase {
   kind: 'base';
@@ -76,7 +74,7 @@ export async function readInventory(cacheDir: string): Promise<Inventory> {
     names(dir),
     readUrlEntries(dir),
     readIncoming(dir),
-    readLayers(layerStoreDir(dir)),
+    readLayers(layersDir(dir)),
   ]);
   const bases: CachedBase[] = [];
   for (const name of top) {

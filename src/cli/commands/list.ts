@@ -1,8 +1,7 @@
 // `rum list`: every VM of this user on this machine, from the data directory and one libvirt
 // question per URI: name, state, SSH address, disk use and project. Loads no rum.yaml.
-import { homedir } from 'node:os';
 import { listVms, type ListedVm, type ListNote, type VmListing } from '../../vm-list.js';
-import { diskSize, Output, visible } from '../output.js';
+import { diskSize, homePath, Output, visible } from '../output.js';
 
 export interface ListOptions {
   json?: boolean;
@@ -40,7 +39,7 @@ function render(out: Output, { vms, notes }: VmListing): void {
 
 function row(v: ListedVm): string[] {
   const address = v.ssh ? `${v.ssh.user === null ? '' : `${v.ssh.user}@`}${v.ssh.host}:${v.ssh.port}` : '-';
-  return [v.vm, v.state, visible(address), v.diskBytes === null ? '-' : diskSize(v.diskBytes), v.config === null ? '?' : visible(tilde(v.config))];
+  return [v.vm, v.state, visible(address), v.diskBytes === null ? '-' : diskSize(v.diskBytes), v.config === null ? '?' : visible(homePath(v.config))];
 }
 
 /** Worded once, for the terminal and for --json's `text`. */
@@ -53,7 +52,7 @@ export function describeNote(n: ListNote): string {
     case 'not-rums':
       return (
         `${n.vm}: the libvirt domain "${n.vm}" on ${visible(n.uri)} is not this VM's ` +
-        `(${n.title.startsWith('rum: ') ? `it belongs to ${visible(tilde(n.title.slice(5)))}` : 'it was not made by rum'}): rum leaves it alone`
+        `(${n.title.startsWith('rum: ') ? `it belongs to ${visible(homePath(n.title.slice(5)))}` : 'it was not made by rum'}): rum leaves it alone`
       );
     case 'uri-assumed':
       return `${n.vms.join(', ')}: made before rum recorded the libvirt URI, so ${n.uri} is assumed (the next \`rum up\` there records it)`;
@@ -64,12 +63,4 @@ export function describeNote(n: ListNote): string {
 
 function assertNever(x: never): never {
   throw new Error(`unhandled note: ${JSON.stringify(x)}`);
-}
-
-/** Paths and messages read from files and libvirt are untrusted bytes headed for a terminal:
- * control characters (escapes, newlines) and bidirectional overrides are shown escaped. */
-
-function tilde(p: string): string {
-  const home = homedir();
-  return home !== '/' && p.startsWith(`${home}/`) ? `~${p.slice(home.length)}` : p;
 }

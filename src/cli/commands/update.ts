@@ -16,21 +16,17 @@ export async function update(opts: CommonOptions & { 'dry-run'?: boolean }): Pro
   const lock = opts['dry-run']
     ? undefined
     : await lockProject(o, [], { noWait: opts.wait === false, onWait: (pid) => out.info(`waiting for rum (pid ${pid})...`) });
-  // It may download into the image cache: a `rum gc` must not remove that meanwhile.
-  const { useCache } = await import('../../image/cache-use.js');
-  const use = await useCache({ env: o.env, onWait: out.cacheWait }).catch(async (err: unknown) => {
-    await lock?.release();
-    throw err;
-  });
   try {
-    const r = await repin(o, { progress: (t) => out.waiting(t), note: (t) => out.notice(t) });
+    // It may download into the image cache: a `rum gc` must not remove that meanwhile.
+    const { useCache } = await import('../../image/cache-use.js');
+    const use = await useCache({ env: o.env, onWait: out.cacheWait });
+    const r = await repin(o, { progress: (t) => out.waiting(t), note: (t) => out.notice(t) }).finally(() => use.release());
     const changed = r.changes.some((c) => c.change !== 'same');
     const write = changed && !opts['dry-run'];
     if (write) await writeLock(r.path, r.pins);
     out.pinChanges({ lock: relative(process.cwd(), r.path) || r.path, changes: r.changes, written: write, dryRun: opts['dry-run'] === true });
     return opts['dry-run'] && changed ? exitCodes.PLAN_CHANGES : 0;
   } finally {
-    await use.release();
     await lock?.release();
   }
 }
