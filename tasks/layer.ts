@@ -1,21 +1,16 @@
 // Owns: the provisioned layer: provision.packages and provision.image installed once on the base
 // image, sealed, and kept read-only in the shared cache under a key of exactly what went in.
 // The VM's disk sits on it. Only machines with packages or an image script have one.
-import { stat } from 'node:fs/promises';
 import { digestOf } from '../src/graph/digest.js';
 import { defineRule } from '../src/graph/rule.js';
 import { baseImage } from './base-image.js';
 import type { RumCtx } from './context.js';
 import { projectNetwork } from './project-network.js';
 import { LAYER_RECIPE } from '../src/image/layer-store.js';
+import { fileExists } from './checks.js';
 
-/** What the disk and the domain read: the layer, and the chain under it. */
-export type Layer = {
-  path: string;
-  key: string;
-  virtualSize: number;
-  base: { path: string; format: string };
-};
+/** What the disk is made on. */
+export type Layer = { path: string; key: string; virtualSize: number };
 
 const provisioned = (c: RumCtx) => ({
   packages: c.config.provision.packages,
@@ -39,14 +34,13 @@ export const layer = defineRule({
     'provision.image': c.config.provision.image,
   }),
   build: async ({ ctx, inputs: i, upstream, progress, notice, signal }): Promise<{ digest: ReturnType<typeof digestOf>; data: Layer }> => {
-    const [{ layerKey }, { ensureLayer }] = await Promise.all([import('../src/image/layer-store.js'), import('../src/machine/layer-builder.js')]);
+    const { ensureLayer, layerRequest } = await import('../src/machine/layer-builder.js');
     const base = upstream(baseImage);
-    const want = { packages: i['provision.packages'], aptSources: i['provision.apt_sources'], script: i['provision.image'] };
-    const key = layerKey({ base: base.digest, basePath: base.data.path, ...want });
+    const { key, inputs } = layerRequest(i, { digest: base.digest, path: base.data.path });
     const got = await ensureLayer({
       key,
       base: { ...base.data, digest: base.digest },
-      inputs: want,
+      inputs,
       machine: ctx.machine,
       progress,
       notice,
@@ -55,11 +49,10 @@ export const layer = defineRule({
     if (!got.built) progress('cached');
     // A build's identity, not the key's: another build of the key is other bytes, and a disk
     // made on this one must not be told it is the same.
-    return { digest: digestOf(`layer:${got.path}`), data: { path: got.path, key, virtualSize: got.record.virtualSize, base: { path: base.data.path, format: base.data.format } } };
+    return { digest: digestOf(`layer:${got.path}`), data: { path: got.path, key, virtualSize: got.record.virtualSize } };
   },
   check: async ({ previous }) => {
     const path = (previous?.data as Partial<Layer> | undefined)?.path;
-    if (typeof path !== 'string') return { ok: false, why: 'no layer recorded' };
-    return (await stat(path).then(() => true, () => false)) ? { ok: true } : { ok: false, why: `the layer ${path} is gone from the cache` };
+    return typeof path === 'string' ? fileExists(path) : { ok: false, why: 'no layer recorded' };
   },
 });

@@ -3,13 +3,13 @@
 // is checked and taken into the cache. One build per key per cache at a time (the key's lock);
 // a killed build leaves only its build directory and, at worst, a guest the next build of the
 // key in that cache stops first. Not: when a layer is needed (tasks/layer.ts).
-import { readFile, rm, mkdir, writeFile, copyFile } from 'node:fs/promises';
+import { readFile, rm, mkdir, copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RumError } from '../errors.js';
 import { writeAtomic } from '../files/atomic.js';
 import { pollUntil } from '../files/wait.js';
 import type { ImageFormat } from '../image/qemu-img.js';
-import { LayerStore, type CachedLayer, type LayerInputs } from '../image/layer-store.js';
+import { layerKey, LayerStore, type CachedLayer, type LayerInputs } from '../image/layer-store.js';
 import type { Plan } from '../graph/plan.js';
 import { digestOf } from '../graph/digest.js';
 import { macFor, type Machine } from './machine.js';
@@ -70,14 +70,11 @@ async function build(req: LayerRequest, store: LayerStore): Promise<CachedLayer>
       import('../libvirt/domain-xml.js'),
     ]);
     await createOverlay(file('disk.qcow2'), { backing: base.path, backingFormat: base.format, sizeBytes: base.virtualSize + HEADROOM });
-    const spec = { packages: req.inputs.packages, ...(req.inputs.aptSources ? { aptSources: req.inputs.aptSources } : {}), ...(req.inputs.script !== undefined ? { script: req.inputs.script } : {}) };
-    const iso = buildIso({ volumeId: 'cidata', files: [{ name: 'meta-data', data: Buffer.from(layerMetaData(key)) }, { name: 'user-data', data: Buffer.from(layerUserData(spec)) }] });
+    const iso = buildIso({ volumeId: 'cidata', files: [{ name: 'meta-data', data: Buffer.from(layerMetaData(key)) }, { name: 'user-data', data: Buffer.from(layerUserData(req.inputs)) }] });
     await writeAtomic(file('seed.iso'), iso);
-    await writeFile(file('console.log'), '', { mode: 0o600 }); // the user's, before virtlogd appends
 
-    const { keepsOwners, grantQemu } = await import('../host/qemu-reach.js');
-    const uri = m.config.libvirt.uri;
-    const keep = keepsOwners(uri, m.env);
+    const { keepsOwners } = await import('../host/qemu-reach.js');
+    const keep = keepsOwners(m.config.libvirt.uri, m.env);
     const runAs = m.qemuRunsAs();
     const c = m.config;
     const mac = macFor(name);
@@ -99,10 +96,10 @@ async function build(req: LayerRequest, store: LayerStore): Promise<CachedLayer>
       ...(keep ? { keepOwners: { chain: [{ path: base.path, format: base.format as 'qcow2' | 'raw' }] } } : {}),
     });
     await writeAtomic(file('domain.xml'), xml);
-    if (keep) await grantQemu(uri, [{ path: file('disk.qcow2'), write: true }, { path: file('seed.iso'), write: false }]);
 
     req.progress('booting the builder');
-    await m.startTransient(file('domain.xml'), req.notice);
+    const files = [{ path: file('disk.qcow2'), write: true }, { path: file('seed.iso'), write: false }];
+    await m.startTransient({ xml: file('domain.xml'), console: file('console.log'), files }, req.notice);
     const readConsole = () => readFile(file('console.log'), 'utf8').catch(() => '');
     let said = '';
     const started = performance.now();
@@ -160,10 +157,17 @@ async function stopBuilder(m: Machine, name: string, dir: string): Promise<void>
   if (readOwnerMark(xml)?.vmDir === dir) await m.virsh.destroy(name);
 }
 
+/** The layer node's inputs as the builder takes them, and their key on this base. */
+export function layerRequest(i: LayerNodeInputs, base: { digest: string; path: string }): { key: string; inputs: LayerRequest['inputs'] } {
+  const inputs = { packages: i['provision.packages'], aptSources: i['provision.apt_sources'], script: i['provision.image'] };
+  return { key: layerKey({ base: base.digest, basePath: base.path, ...inputs }), inputs };
+}
+
+type LayerNodeInputs = { 'provision.packages': string[]; 'provision.apt_sources'?: string[]; 'provision.image'?: string };
+
 /** For a plan that would build a layer: whether its key is in the cache already ("cached": no
  * builder boots) or not. A base image not fetched yet leaves the key unknown. */
 export async function noteLayerCache(plan: Plan, store = new LayerStore()): Promise<void> {
-  const { layerKey } = await import('../image/layer-store.js');
   const pending = plan.nodes.some((n) => n.action !== 'none' && n.rule.id === 'base-image');
   for (const n of plan.nodes) {
     if (n.rule.id !== 'layer' || n.action === 'none' || !n.inputs) continue;
@@ -174,8 +178,7 @@ export async function noteLayerCache(plan: Plan, store = new LayerStore()): Prom
       n.note = 'key known once the base image is fetched';
       continue;
     }
-    const i = n.inputs as { 'provision.packages': string[]; 'provision.apt_sources'?: string[]; 'provision.image'?: string };
-    const key = layerKey({ base, basePath, packages: i['provision.packages'], aptSources: i['provision.apt_sources'], script: i['provision.image'] });
+    const { key } = layerRequest(n.inputs as LayerNodeInputs, { digest: base, path: basePath });
     n.note = (await store.lookup(key)) ? `cached: ${key}` : `key ${key} not in cache: a builder VM installs it`;
   }
 }

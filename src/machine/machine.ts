@@ -144,11 +144,9 @@ export class Machine {
     await this.ensureNetwork(notice);
     await mkdir(dirname(this.vm.path('console')), { recursive: true });
     await ownConsoleLog(this.vm.path('console'));
-    const { grantQemu, keepsOwners } = await import('../host/qemu-reach.js');
     // The disk files stay the user's (see keepsOwners): QEMU's user is let in by an ACL, set at
     // every start because --reset and a new seed make new files.
-    if (keepsOwners(this.config.libvirt.uri, this.env))
-      await grantQemu(this.config.libvirt.uri, [{ path: this.vm.path('overlay'), write: true }, { path: this.vm.path('seedIso'), write: false }]);
+    await this.letQemuIn([{ path: this.vm.path('overlay'), write: true }, { path: this.vm.path('seedIso'), write: false }]);
     await this.changes(() => this.virsh.start(this.domain));
   }
 
@@ -190,10 +188,7 @@ export class Machine {
         await writeAtomic(xml, diskSnapshotXml({ target, file, keepOwners: keepsOwners(this.config.libvirt.uri, this.env) }));
         await this.changes(() => this.virsh.snapshotDisk(this.domain, xml));
       },
-      grant: async (file, write) => {
-        const { grantQemu, keepsOwners } = await import('../host/qemu-reach.js');
-        if (keepsOwners(this.config.libvirt.uri, this.env)) await grantQemu(this.config.libvirt.uri, [{ path: file, write }]);
-      },
+      grant: (file, write) => this.letQemuIn([{ path: file, write }]),
     });
   }
 
@@ -275,21 +270,31 @@ export class Machine {
   /** qemu-img resize up to resources.disk (the guest's growpart does the rest); never shrinks. */
   private async growDisk(notice: (m: string) => void): Promise<void> {
     const { imageInfo, resize } = await import('../image/qemu-img.js');
-    const have = (await imageInfo(this.vm.path('overlay'))).virtualSize;
+    const disk = await imageInfo(this.vm.path('overlay'));
+    const have = disk.virtualSize;
     const want = this.config.resources.disk;
     if (want > have) {
       notice(`growing the disk from ${have} to ${want} bytes`);
       await resize(this.vm.path('overlay'), want);
-    } else if (want < have && !(await madeLarger(this.vm.path('overlay'), have))) {
+    } else if (want < have && !(await madeLarger(disk.backingFile, have))) {
       notice(`resources.disk is below the disk's size (${have} bytes): disks never shrink; \`rum up --reset\` makes a new one`);
     }
   }
 
-  /** Starts a throwaway guest on this machine's libvirt and network (a layer's builder):
-   * libvirt forgets it once it powers off. */
-  async startTransient(xmlPath: string, notice: (m: string) => void): Promise<void> {
+  /** Starts a throwaway guest on this machine's libvirt and network (a layer's builder), as
+   * start() does this machine's: its console log the user's, QEMU let into its files. libvirt
+   * forgets it once it powers off. */
+  async startTransient(guest: { xml: string; console: string; files: { path: string; write: boolean }[] }, notice: (m: string) => void): Promise<void> {
     await this.ensureNetwork(notice);
-    await this.virsh.create(xmlPath);
+    await ownConsoleLog(guest.console);
+    await this.letQemuIn(guest.files);
+    await this.virsh.create(guest.xml);
+  }
+
+  /** Files that keep their owner (keepsOwners) are opened to QEMU's user by an ACL. */
+  private async letQemuIn(files: { path: string; write: boolean }[]): Promise<void> {
+    const { grantQemu, keepsOwners } = await import('../host/qemu-reach.js');
+    if (keepsOwners(this.config.libvirt.uri, this.env)) await grantQemu(this.config.libvirt.uri, files);
   }
 
   /** NAT needs its libvirt network: an inactive one is started, a missing one is an error. */
@@ -315,9 +320,8 @@ export class Machine {
 
 /** A disk as large as what it sits on was made so (the image or layer is larger than
  * resources.disk): the overlay said so when it made it. */
-async function madeLarger(disk: string, size: number): Promise<boolean> {
+async function madeLarger(backing: string | undefined, size: number): Promise<boolean> {
   const { imageInfo } = await import('../image/qemu-img.js');
-  const backing = (await imageInfo(disk)).backingFile;
   return backing !== undefined && (await imageInfo(backing).catch(() => undefined))?.virtualSize === size;
 }
 
